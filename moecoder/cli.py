@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_PACKAGES = ("bench", "model", "train", "generate", "serve", "report")
+COMMAND_PACKAGES = ("bench", "model", "train", "generate", "serve", "report", "pipeline")
 
 
 def _register_all() -> None:
