@@ -1,0 +1,85 @@
+"""CLI: `moecoder eval` (generate, evaluate, report) and `moecoder quickstart` (the whole pipeline, small)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from moecoder.errors import UserError, exit_on_user_error
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval")(eval_command)
+    app.command()(quickstart)
+
+
+def _parse_datasets(values: list[str]) -> dict[str, str]:
+    datasets = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not path:
+            raise UserError(f"--dataset {value!r}: expected BENCHMARK=PATH, e.g. mbpp=data/mbpp.jsonl")
+        datasets[name] = path
+    return datasets
+
+
+def _parse_ks(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(k) for k in value.split(","))
+    except ValueError:
+        raise UserError(f"--k {value!r}: expected comma-separated integers such as 1,10") from None
+
+
+def eval_command(
+    model: str = typer.Option(..., "--model", help="native:PATH, hf:NAME_OR_PATH or openai:MODEL (with --base-url)."),
+    benchmark: str = typer.Option("humaneval", "--benchmark", help="Comma-separated: humaneval, humaneval+, mbpp."),
+    mode: str = typer.Option("chat", "--mode", help="chat (instruct models) or completion (base models)."),
+    n: int = typer.Option(1, "-n", help="Samples per task."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    seed: int = typer.Option(0, "--seed"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
+    out: Path = typer.Option(Path("eval-out"), "--out", help="Run directory; the same --out resumes a run."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N tasks of each benchmark (smoke tests)."),
+    dataset: list[str] = typer.Option([], "--dataset", help="BENCHMARK=PATH: a local copy of a dataset (repeatable)."),
+    k: str = typer.Option(None, "--k", help="pass@k values, e.g. 1,10 (default: 1,10,100 where -n allows)."),
+    workers: int = typer.Option(None, "--workers", help="Sandbox workers (default: CPU count)."),
+) -> None:
+    """Generate completions for a benchmark, run them in the sandbox, write results, summary and report.html.
+
+    Resumable: rerun the same command after a crash or Ctrl-C and it continues. The last line of stdout
+    is one JSON object keyed by benchmark with pass@k and its 95% confidence interval.
+    """
+    with exit_on_user_error():
+        from moecoder.pipeline.evalrun import EvalRun, EvalSettings, stdout_summary
+
+        settings = EvalSettings(
+            model=model, benchmarks=[b.strip() for b in benchmark.split(",") if b.strip()], out=out, mode=mode,
+            n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+            base_url=base_url, limit=limit, datasets=_parse_datasets(dataset), k=_parse_ks(k), workers=workers,
+        )
+        run = EvalRun(settings)
+        try:
+            summaries = run.run()
+        except KeyboardInterrupt:
+            run.console.print(f"interrupted: finished samples are kept in {out}; run the same command to continue")
+            raise typer.Exit(130)
+        run.console.print(f"report: {out / 'report.html'}")
+        print(json.dumps(stdout_summary(summaries)))
+
+
+def quickstart(
+    out: Path = typer.Option(Path("quickstart-out"), "--out", help="Directory for corpus, model, eval and report."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Time budget for data, pre-training and SFT (evaluation comes on top)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The whole pipeline on a laptop: corpus + tokenizer, nano MoE FIM pre-training, SFT, HumanEval, report."""
+    with exit_on_user_error():
+        from moecoder.pipeline.quickstart import run_quickstart
+
+        run_quickstart(out, minutes=minutes, seed=seed)

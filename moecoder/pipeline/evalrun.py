@@ -1,0 +1,198 @@
+"""`moecoder eval`: generate samples with a backend, evaluate them in the sandbox, write summary and report.
+
+Per benchmark, in the output directory:
+    samples-<benchmark>.jsonl   appended task by task as the backend finishes them (resumable)
+    results-<benchmark>.jsonl   the harness's verdicts (written whole, atomically)
+plus summary.json ({benchmark: harness summary}), manifest.json (see manifest.py) and report.html.
+Running the same command again continues where the last run stopped; finished tasks are not regenerated
+and the harness reuses its stored verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moecoder.errors import UserError
+from moecoder.pipeline import manifest as manifests
+from moecoder.pipeline.prompting import MODES, Prompter
+from moecoder.pipeline.samples import SampleFile
+from moecoder.report.runs import results_path, samples_path
+
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp")
+DEFAULT_K = (1, 10, 100)
+
+
+@dataclass
+class EvalSettings:
+    """One `moecoder eval` invocation."""
+
+    model: str
+    benchmarks: list[str]
+    out: Path
+    mode: str = "chat"
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    base_url: str | None = None
+    limit: int | None = None  # first N tasks of each benchmark
+    datasets: dict[str, str] = field(default_factory=dict)  # benchmark -> local dataset file
+    k: tuple[int, ...] | None = None  # None: DEFAULT_K where n allows
+    workers: int | None = None
+    backend_options: dict = field(default_factory=dict)
+    extra_manifest: dict = field(default_factory=dict)  # e.g. training logs and notes from the quickstart
+
+    def __post_init__(self):
+        unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
+        if unknown or not self.benchmarks:
+            raise UserError(f"unknown benchmark {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(BENCHMARKS)}")
+        if self.mode not in MODES:
+            raise UserError(f"--mode must be chat or completion, got {self.mode!r}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
+
+    def sampling(self, stop: tuple[str, ...]):
+        from moecoder.generate import SamplingParams
+
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed, stop=stop)
+
+    def ks(self) -> tuple[int, ...]:
+        if self.k is None:
+            return tuple(k for k in DEFAULT_K if k <= self.n)
+        too_big = [k for k in self.k if k > self.n]
+        if too_big:
+            raise UserError(f"--k {too_big[0]} is larger than -n {self.n}: pass@k needs at least k samples per task")
+        return self.k
+
+
+def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
+class EvalRun:
+    """Generation then evaluation of every requested benchmark into one output directory."""
+
+    def __init__(self, settings: EvalSettings, console=None):
+        from rich.console import Console
+
+        self.settings = settings
+        self.console = console or Console(stderr=True)
+        self.out = Path(settings.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.out / "manifest.json"
+
+    def run(self) -> dict[str, dict]:
+        """Returns {benchmark: harness summary} for the benchmarks of this invocation."""
+        from moecoder.bench.datasets import load_benchmark
+        from moecoder.generate import make_backend
+
+        settings = self.settings
+        benchmarks = {name: load_benchmark(name, settings.datasets.get(name)) for name in settings.benchmarks}
+        manifest = self._start_manifest(benchmarks)
+        backend = make_backend(settings.model, base_url=settings.base_url, **settings.backend_options)
+        try:
+            for name, benchmark in benchmarks.items():
+                self._generate(backend, name, self._tasks(benchmark))
+            manifest["model"] = backend.describe()
+        finally:
+            backend.close()
+        summaries = {name: self._evaluate(name, self._tasks(benchmark)) for name, benchmark in benchmarks.items()}
+        self._finish_manifest(manifest, summaries)
+        from moecoder.report.html import write_report
+
+        write_report(self.out)
+        return summaries
+
+    def _tasks(self, benchmark) -> list:
+        return benchmark.tasks[: self.settings.limit] if self.settings.limit else list(benchmark.tasks)
+
+    def _start_manifest(self, benchmarks: dict) -> dict:
+        settings = self.settings
+        previous = manifests.read_json(self.manifest_path)
+        manifest = {
+            **previous,
+            **settings.extra_manifest,
+            "model_spec": settings.model,
+            "model": previous.get("model", {"spec": settings.model}),
+            "mode": settings.mode,
+            "sampling": settings.sampling(Prompter(settings.mode, "humaneval").stop).describe(),
+            "prompt_template": {name: Prompter(settings.mode, name).describe() for name in BENCHMARKS},
+            "packages": manifests.package_versions(),
+            "machine": manifests.machine(),
+        }
+        manifests.check_resumable(previous, manifest, self.out)
+        datasets = dict(previous.get("datasets", {}))
+        for name, benchmark in benchmarks.items():
+            datasets[name] = {"sha256": benchmark.sha256, "path": settings.datasets.get(name),
+                              "tasks": len(benchmark.tasks), "limit": settings.limit}
+        manifest["datasets"] = datasets
+        manifest.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                "benchmarks": settings.benchmarks})
+        manifests.write_json_atomic(self.manifest_path, manifest)
+        return manifest
+
+    def _generate(self, backend, name: str, tasks: list) -> None:
+        """Generate the samples still missing for one benchmark, recording each task as it finishes."""
+        prompter = Prompter(self.settings.mode, name)
+        params = self.settings.sampling(prompter.stop)
+        store = SampleFile(samples_path(self.out, name), self.settings.n)
+        pending = [task for task in tasks if not store.done(task.task_id)]
+        with _progress(self.console) as progress:
+            bar = progress.add_task(f"generating {name}", total=len(tasks), completed=len(tasks) - len(pending))
+            if not pending:
+                return
+
+            def record(index: int, outputs: list[str]) -> None:
+                task = pending[index]
+                store.append(task.task_id, [prompter.row(task, i, output) for i, output in enumerate(outputs)])
+                progress.advance(bar)
+
+            inputs = [prompter.model_input(task) for task in pending]
+            if self.settings.mode == "completion":
+                backend.complete(inputs, params, on_result=record)
+            else:
+                backend.chat(inputs, params, on_result=record)
+        missing = [task.task_id for task in pending if not store.done(task.task_id)]
+        if missing:
+            raise UserError(f"the backend returned no samples for {len(missing)} {name} tasks (e.g. {missing[0]})")
+
+    def _evaluate(self, name: str, tasks: list) -> dict:
+        from moecoder.bench import evaluate_samples
+
+        samples = SampleFile(samples_path(self.out, name), self.settings.n).rows([task.task_id for task in tasks])
+        self.console.print(f"evaluating {len(samples)} {name} samples in the sandbox")
+        rows, summary = evaluate_samples(name, samples, dataset=self.settings.datasets.get(name),
+                                         k=self.settings.ks(), workers=self.settings.workers, progress=True)
+        _write_jsonl_atomic(results_path(self.out, name), rows)
+        return summary
+
+    def _finish_manifest(self, manifest: dict, summaries: dict[str, dict]) -> None:
+        summary_path = self.out / "summary.json"
+        all_summaries = {**manifests.read_json(summary_path), **summaries}
+        manifests.write_json_atomic(summary_path, all_summaries)
+        manifest["harness"] = {name: {"isolation": s.get("isolation"), "limits": s.get("limits")}
+                               for name, s in all_summaries.items()}
+        manifest["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        manifests.write_json_atomic(self.manifest_path, manifest)
+
+
+def stdout_summary(summaries: dict[str, dict]) -> dict:
+    """The last stdout line of `moecoder eval`: pass@k with its 95% CI, keyed by benchmark."""
+    return {name: summary["pass_at_k"] for name, summary in summaries.items()}
