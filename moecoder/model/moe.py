@@ -1,0 +1,140 @@
+"""DeepSeekMoE: a router (Gate), packed routed experts run as grouped matmuls, and always-on shared experts."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moecoder.model.config import ModelConfig
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x)). Dense layers and the shared experts."""
+
+    def __init__(self, hidden: int, intermediate: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gate(nn.Module):
+    """Top-k router: softmax or sigmoid scores, greedy or group-limited choice, optional V3 correction bias.
+
+    The bias only changes which experts are chosen; the mixing weights are the unbiased scores, so gradients
+    reach `weight` through them. Scores are computed in float32 whatever the model dtype.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.top_k, self.n_experts = config.num_experts_per_tok, config.n_routed_experts
+        self.n_group, self.topk_group = config.n_group, config.topk_group
+        self.method, self.scoring = config.topk_method, config.scoring_func
+        self.normalize, self.scaling = config.norm_topk_prob, config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
+        if config.has_router_bias:
+            self.register_buffer("e_score_correction_bias", torch.zeros(self.n_experts, dtype=torch.float32))
+        else:
+            self.e_score_correction_bias = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [N, hidden] -> (weights [N, k], expert ids [N, k], scores [N, E])."""
+        logits = F.linear(x.float(), self.weight.float())
+        scores = logits.softmax(dim=-1) if self.scoring == "softmax" else logits.sigmoid()
+        choice = scores.detach() if self.e_score_correction_bias is None else scores.detach() + self.e_score_correction_bias
+        if self.method != "greedy" and self.n_group > 1:
+            grouped = choice.view(-1, self.n_group, self.n_experts // self.n_group)
+            # V3 (with bias) ranks a group by its two best experts, V2 by its best one.
+            group_score = grouped.topk(2, dim=-1).values.sum(-1) if self.e_score_correction_bias is not None \
+                else grouped.amax(dim=-1)
+            keep = torch.zeros_like(group_score, dtype=torch.bool)
+            keep.scatter_(1, group_score.topk(self.topk_group, dim=-1).indices, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).flatten(1)
+        ids = choice.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(1, ids)
+        if self.normalize:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return weights * self.scaling, ids, scores
+
+
+class Experts(nn.Module):
+    """All routed experts as two packed tensors, so one grouped matmul runs every expert on its tokens.
+
+    w13 [E, hidden, 2*inter] holds gate_proj and up_proj (transposed), w2 [E, inter, hidden] down_proj.
+    Kept as one module so FSDP2 / expert parallelism can shard dim 0.
+    """
+
+    def __init__(self, n_experts: int, hidden: int, intermediate: int):
+        super().__init__()
+        self.w13 = nn.Parameter(torch.empty(n_experts, hidden, 2 * intermediate))
+        self.w2 = nn.Parameter(torch.empty(n_experts, intermediate, hidden))
+
+    def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """x [M, hidden] sorted by expert, counts [E] tokens per expert -> [M, hidden]."""
+        if hasattr(torch, "_grouped_mm"):
+            offsets = counts.cumsum(0).to(torch.int32)
+            gate, up = torch._grouped_mm(x, self.w13, offs=offsets).chunk(2, dim=-1)
+            return torch._grouped_mm(F.silu(gate) * up, self.w2, offs=offsets)
+        out, begin = torch.empty_like(x), 0  # fallback: a loop over the experts that got tokens
+        for expert, n in enumerate(counts.tolist()):
+            if n:
+                gate, up = (x[begin:begin + n] @ self.w13[expert]).chunk(2, dim=-1)
+                out[begin:begin + n] = (F.silu(gate) * up) @ self.w2[expert]
+                begin += n
+        return out
+
+
+class MoE(nn.Module):
+    """Routed experts (k of E per token, by the gate) plus shared experts on every token.
+
+    Records, on the module, the expert load and the sequence-wise balance loss of the last forward.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.top_k, self.n_experts, self.aux_alpha = config.num_experts_per_tok, config.n_routed_experts, config.aux_loss_alpha
+        self.gate = Gate(config)
+        self.experts = Experts(config.n_routed_experts, config.hidden_size, config.moe_intermediate_size)
+        self.shared_experts = (MLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+                               if config.n_shared_experts else None)
+        self.last_load: torch.Tensor | None = None
+        self.last_aux_loss: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, H = x.shape
+        flat = x.reshape(-1, H)
+        weights, ids, scores = self.gate(flat)  # [N, k]
+        # Sort the N*k (token, expert) pairs by expert so each expert's tokens are contiguous.
+        order = ids.flatten().argsort(stable=True)
+        counts = torch.bincount(ids.flatten(), minlength=self.n_experts)
+        routed = self.experts(flat[order // self.top_k], counts)
+        unsorted = torch.empty_like(routed).index_copy_(0, order, routed).view(-1, self.top_k, H)
+        out = (unsorted * weights.to(x.dtype)[..., None]).sum(dim=1).view(B, T, H)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        self.last_load = counts.detach()
+        if self.training and self.aux_alpha > 0:
+            self.last_aux_loss = self._sequence_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+        return out
+
+    def _sequence_aux_loss(self, scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """DeepSeek-V3 eq. 17-20: alpha * sum_i f_i * P_i per sequence, averaged over the batch."""
+        B, T, E = scores.shape
+        chosen = torch.zeros(B, E, device=scores.device).scatter_add_(
+            1, ids.flatten(1), torch.ones(B, T * self.top_k, device=scores.device))
+        fraction = chosen * E / (self.top_k * T)  # f_i
+        probability = (scores / scores.sum(-1, keepdim=True)).mean(dim=1)  # P_i
+        return self.aux_alpha * (fraction * probability).sum(-1).mean()
+
+    @torch.no_grad()
+    def update_bias(self, rate: float) -> None:
+        """Aux-loss-free balancing: lower the bias of overloaded experts, raise it for underloaded ones."""
+        if self.gate.e_score_correction_bias is None:
+            raise ValueError("update_router_bias needs topk_method='noaux_tc' (the router has no correction bias)")
+        if self.last_load is not None:
+            load = self.last_load.float()
+            self.gate.e_score_correction_bias += rate * torch.sign(load.mean() - load)
