@@ -1,0 +1,121 @@
+"""Training configuration: one flat dataclass, read from a TOML or JSON file plus key=value overrides.
+
+Example TOML (every key optional; `[model]` holds moecoder.model.ModelConfig fields):
+
+    steps = 300
+    seq_len = 256
+    batch_size = 8
+    lr = 1e-3
+    [model]
+    hidden_size = 256
+    num_hidden_layers = 4
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from moecoder.errors import UserError
+
+# The nano DeepSeek-V3-layout MoE: about 4M active parameters (8 routed experts, top-2, 1 shared, MLA).
+NANO_MOE = {
+    "model_type": "deepseek_v3", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "kv_lora_rank": 64, "q_lora_rank": None, "qk_nope_head_dim": 32,
+    "qk_rope_head_dim": 16, "v_head_dim": 32, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "moe_intermediate_size": 256, "first_k_dense_replace": 1,
+    "topk_method": "noaux_tc", "scoring_func": "sigmoid", "norm_topk_prob": True,
+    "routed_scaling_factor": 1.0, "max_position_embeddings": 4096,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a pre-training or SFT run needs. Batch sizes are global (split across processes)."""
+
+    # model: ModelConfig fields for a new model (vocab_size comes from the tokenizer), or model_path to start from
+    model: dict = field(default_factory=lambda: dict(NANO_MOE))
+    model_path: str | None = None
+    # data
+    source: str | None = None  # directory of source files; None = this Python's standard library
+    data_dir: str | None = None  # prepared data (corpus, tokenizer, shards); None = <out_dir>/data
+    tokenizer: str | None = None  # an existing tokenizer.json or model directory; None = train a BPE
+    vocab_size: int = 4096
+    max_files: int | None = None
+    decontaminate: bool = True
+    mbpp_path: str | None = None  # local mbpp.jsonl for decontamination; None = moecoder.bench's copy
+    heldout_fraction: float = 0.02
+    fim_rate: float = 0.5
+    fim_spm_rate: float = 0.0  # share of FIM documents in SPM order (the rest PSM)
+    seq_len: int = 256
+    # optimisation
+    batch_size: int = 8  # sequences per micro-step, over all processes
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    steps: int | None = 300  # optimizer steps; with `minutes` too, whichever ends first
+    minutes: float | None = None  # wall-clock budget (the cosine schedule follows time when steps is None)
+    balance: str = "bias"  # MoE balancing: "bias" (aux-loss-free, V3), "aux" (sequence-wise aux loss), "none"
+    bias_update_rate: float = 1e-3
+    aux_loss_alpha: float = 1e-4
+    dtype: str = "auto"  # "auto" (bf16 autocast on GPUs that support it, else float32), "bf16", "fp32"
+    fsdp: bool = False  # shard parameters with FSDP2 under torchrun instead of DDP
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    eval_tokens: int = 32768  # held-out tokens scored at the end of the run
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.balance not in ("bias", "aux", "none"):
+            raise UserError(f"balance={self.balance!r}: expected bias, aux or none")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise UserError(f"dtype={self.dtype!r}: expected auto, bf16 or fp32")
+        if self.steps is None and self.minutes is None:
+            raise UserError("set steps or minutes (or both)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), **values) -> TrainConfig:
+    """TrainConfig from a .toml/.json file, then `key=value` overrides (`model.hidden_size=128`), then kwargs."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found")
+        try:
+            data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"config file {path} is not valid: {exc}") from exc
+    model = dict(NANO_MOE) | data.pop("model", {})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"override {item!r} is not key=value")
+        if key.startswith("model."):
+            model[key.removeprefix("model.")] = _parse_value(raw)
+        else:
+            data[key] = _parse_value(raw)
+    data.update({k: v for k, v in values.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown training config keys: {', '.join(unknown)}")
+    return TrainConfig(model=model, **data)

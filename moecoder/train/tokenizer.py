@@ -1,0 +1,157 @@
+"""Byte-level BPE tokenizer with DeepSeek-Coder's special tokens, saved the way transformers loads it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from moecoder.errors import UserError
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+FIM_BEGIN = "<｜fim▁begin｜>"
+FIM_HOLE = "<｜fim▁hole｜>"
+FIM_END = "<｜fim▁end｜>"
+EOT = "<|EOT|>"
+PAD = "<｜▁pad▁｜>"
+SPECIAL_TOKENS = (BOS, EOS, FIM_BEGIN, FIM_HOLE, FIM_END, EOT, PAD)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an AI programming assistant, utilizing the Deepseek Coder model, developed by Deepseek Company, "
+    "and you only answer questions related to computer science. For politically sensitive questions, security "
+    "and privacy issues, and other non-computer science questions, you will refuse to answer\n"
+)
+# DeepSeek-Coder instruct's chat template (deepseek-coder-*-instruct tokenizer_config.json), same rendering.
+CHAT_TEMPLATE = (
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+    "{%- set ns = namespace(found=false) -%}"
+    "{%- for message in messages -%}{%- if message['role'] == 'system' -%}{%- set ns.found = true -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{bos_token}}{%- if not ns.found -%}{{'" + DEFAULT_SYSTEM_PROMPT.replace("\n", "\\n") + "'}}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{ message['content'] }}"
+    "{%- else %}{%- if message['role'] == 'user' %}{{'### Instruction:\\n' + message['content'] + '\\n'}}"
+    "{%- else %}{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}{%- endif %}{%- endif %}"
+    "{%- endfor %}"
+    "{% if add_generation_prompt %}{{'### Response:'}}{% endif %}"
+)
+
+
+def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The chat template above rendered in Python (no jinja2 needed); tests check it equals transformers'."""
+    has_system = any(message["role"] == "system" for message in messages)
+    parts = [BOS] + ([] if has_system else [DEFAULT_SYSTEM_PROMPT])
+    for message in messages:
+        parts.append(render_turn(message))
+    if add_generation_prompt:
+        parts.append("### Response:")
+    return "".join(parts)
+
+
+def render_turn(message: dict) -> str:
+    """One message in the template: system verbatim, user as instruction, anything else as a response."""
+    role, content = message["role"], message["content"]
+    if role == "system":
+        return content
+    if role == "user":
+        return f"### Instruction:\n{content}\n"
+    return f"### Response:\n{content}\n{EOT}\n"
+
+
+def format_instruction(instruction: str) -> str:
+    """The DeepSeek-Coder instruct prompt for one instruction (with BOS text: encode without adding specials)."""
+    return render_chat([{"role": "user", "content": instruction}], add_generation_prompt=True)
+
+
+class CoderTokenizer:
+    """A `tokenizers.Tokenizer` plus the ids of DeepSeek-Coder's special tokens.
+
+    `encode` never adds special tokens: callers place BOS/EOS/FIM tokens themselves (special token
+    strings inside the text are still recognised as single tokens).
+    """
+
+    def __init__(self, tokenizer, name_or_path: str | None = None):
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+        ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+        for required in (BOS, EOS):
+            if ids[required] is None:
+                raise UserError(f"tokenizer {name_or_path or ''} lacks the special token {required}")
+        self.bos_id, self.eos_id = ids[BOS], ids[EOS]
+        self.fim_begin_id, self.fim_hole_id, self.fim_end_id = ids[FIM_BEGIN], ids[FIM_HOLE], ids[FIM_END]
+        # Base DeepSeek-Coder tokenizers may lack <|EOT|> or a pad token: fall back to EOS.
+        self.eot_id = ids[EOT] if ids[EOT] is not None else self.eos_id
+        self.pad_id = ids[PAD] if ids[PAD] is not None else self.eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def has_fim(self) -> bool:
+        return None not in (self.fim_begin_id, self.fim_hole_id, self.fim_end_id)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [enc.ids for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def save(self, out_dir: str | os.PathLike) -> None:
+        """Write tokenizer.json and tokenizer_config.json (AutoTokenizer-loadable) into `out_dir`."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "tokenizer.json", self.tokenizer.to_str())
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": BOS, "eos_token": EOS, "pad_token": self.tokenizer.id_to_token(self.pad_id),
+            "add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+            "model_max_length": 16384, "chat_template": CHAT_TEMPLATE,
+        }
+        _write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str | os.PathLike | None = None,
+                    min_frequency: int = 2) -> CoderTokenizer:
+    """Train a byte-level BPE on `texts` with DeepSeek-Coder's special tokens; save to `out_dir` if given."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise UserError(f"vocab_size {vocab_size} is too small for a byte-level BPE (needs >= 263)")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    # As DeepSeek-Coder's tokenizer.json: transformers' encode(text) prepends BOS.
+    bos_id = tokenizer.token_to_id(BOS)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)])
+    coder = CoderTokenizer(tokenizer)
+    if out_dir is not None:
+        coder.save(out_dir)
+    return coder
+
+
+def load_tokenizer(path: str | os.PathLike) -> CoderTokenizer:
+    """Load tokenizer.json from a model directory (ours or a downloaded DeepSeek-Coder) or a file path."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"no tokenizer.json at {path}")
+    return CoderTokenizer(Tokenizer.from_file(str(file)), str(path))
