@@ -93,6 +93,17 @@ def _parse_value(text: str):
         return text
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """["lr=3e-4", "model.hidden_size=128"] -> {"lr": 0.0003, "model.hidden_size": 128} (values as JSON, else str)."""
+    parsed = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not key=value")
+        parsed[key.strip()] = _parse_value(raw)
+    return parsed
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), **values) -> TrainConfig:
     """TrainConfig from a .toml/.json file, then `key=value` overrides (`model.hidden_size=128`), then kwargs."""
     data: dict = {}
@@ -105,14 +116,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **val
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"config file {path} is not valid: {exc}") from exc
     model = dict(NANO_MOE) | data.pop("model", {})
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise UserError(f"override {item!r} is not key=value")
+    for key, value in parse_overrides(overrides).items():
         if key.startswith("model."):
-            model[key.removeprefix("model.")] = _parse_value(raw)
+            model[key.removeprefix("model.")] = value
         else:
-            data[key] = _parse_value(raw)
+            data[key] = value
     data.update({k: v for k, v in values.items() if v is not None})
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)

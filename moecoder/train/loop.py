@@ -130,7 +130,7 @@ def heldout_loss(model, dataset, max_tokens: int, batch_size: int, runtime: Runt
         totals[1] += (batch["labels"] != IGNORE_INDEX).sum()
     runtime.all_reduce(totals)
     model.train(was_training)
-    return float(totals[0] / totals[1].clamp(min=1))
+    return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
 
 
 class CheckpointStore:
@@ -270,7 +270,7 @@ class Trainer:
             runtime.all_reduce(load)
             if self.balance == "bias":
                 update_router_bias(self.model, load, cfg.bias_update_rate)
-        return {"loss": float(runtime.all_reduce(loss_sum) / targets), "grad_norm": float(grad_norm),
+        return {"loss": float(runtime.all_reduce(loss_sum) / targets.clamp(min=1)), "grad_norm": float(grad_norm),
                 "expert_load": load.long().tolist() if load is not None else None}
 
     # --- the run -----------------------------------------------------------------------------------
@@ -331,8 +331,9 @@ class Trainer:
                    "tokens": self.step * tokens_per_step, "elapsed_s": self.elapsed}
         if self.heldout is not None and len(self.heldout):
             loss = heldout_loss(self.model, self.heldout, cfg.eval_tokens, cfg.batch_size, runtime)
-            summary |= {"heldout_loss": loss, "heldout_ppl": math.exp(loss)}
-            self.log({"step": self.step, "heldout_loss": loss, "heldout_ppl": math.exp(loss)})
+            if not math.isnan(loss):
+                summary |= {"heldout_loss": loss, "heldout_ppl": math.exp(loss)}
+                self.log({"step": self.step, "heldout_loss": loss, "heldout_ppl": math.exp(loss)})
         return summary
 
 

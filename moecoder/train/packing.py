@@ -122,15 +122,16 @@ class PackedExamples:
     """In-memory rows of whole examples (e.g. SFT), greedily packed; pad positions carry no loss.
 
     Each example is (token ids, target mask): label t is token t+1 when mask[t+1] is true. Examples
-    longer than seq_len+1 are truncated.
+    longer than seq_len+1 are truncated; examples left without a target are dropped.
     """
 
     def __init__(self, examples: Iterable[tuple[list[int], list[bool]]], seq_len: int, pad_id: int):
+        self.seq_len = seq_len
         rows: list[list[tuple[list[int], list[bool]]]] = [[]]
         used = 0
         for ids, mask in examples:
             ids, mask = ids[:seq_len + 1], mask[:seq_len + 1]
-            if len(ids) < 2:
+            if not any(mask[1:]):  # nothing left to learn from (e.g. the response was truncated away)
                 continue
             if used + len(ids) - 1 > seq_len:
                 rows.append([])

@@ -1,0 +1,59 @@
+"""`moecoder train` (pre-training) and `moecoder sft` (instruction tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moecoder.errors import exit_on_user_error
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or JSON training config "
+                                              "(keys of moecoder.train.TrainConfig; its model table holds ModelConfig fields)."),
+        out: Path = typer.Option(Path("runs/pretrain"), "--out", "-o", help="Run directory (data, checkpoints, "
+                                 "train_log.jsonl, summary.json, model/)."),
+        steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides the config)."),
+        minutes: Optional[float] = typer.Option(None, help="Wall-clock budget in minutes (overrides the config)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+        overrides: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. lr=3e-4 or "
+                                            "model.hidden_size=128 (repeatable)."),
+    ):
+        """Pre-train a model (next-token + fill-in-the-middle) on a deduplicated, decontaminated code corpus.
+
+        Without a config: the nano MoE on this Python's standard library. Under torchrun the same command
+        trains data-parallel (DDP, or FSDP2 with fsdp=true).
+        """
+        with exit_on_user_error():
+            from moecoder.train.config import load_config
+            from moecoder.train.pretrain import pretrain
+
+            cfg = load_config(config, overrides, steps=steps, minutes=minutes)
+            pretrain(cfg, out, resume=resume)
+
+    @app.command()
+    def sft(
+        model: Path = typer.Option(..., "--model", "-m", help="Model directory (config.json, safetensors, "
+                                   "tokenizer.json): ours or a downloaded DeepSeek-Coder checkpoint."),
+        data: Optional[Path] = typer.Option(None, "--data", "-d", help="JSONL of {instruction, output} or "
+                                            "{messages}; default: the built-in set derived from the stdlib."),
+        out: Path = typer.Option(Path("runs/sft"), "--out", "-o", help="Run directory; the tuned model goes "
+                                 "to OUT/model."),
+        steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 200)."),
+        minutes: Optional[float] = typer.Option(None, help="Wall-clock budget in minutes."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+        mbpp: Optional[Path] = typer.Option(None, help="Local mbpp.jsonl for decontaminating the built-in set."),
+        overrides: list[str] = typer.Option([], "--set", help="TrainConfig override key=value, e.g. lr=1e-4, "
+                                            "seq_len=1024 (repeatable)."),
+    ):
+        """Instruction-tune with the DeepSeek-Coder instruct template; loss on response tokens only."""
+        with exit_on_user_error():
+            from moecoder.train.config import parse_overrides
+            from moecoder.train.sft import sft as run_sft
+
+            run_sft(model, data, out, minutes=minutes, steps=steps, resume=resume,
+                    mbpp_path=str(mbpp) if mbpp else None, **parse_overrides(overrides))

@@ -1,0 +1,185 @@
+"""Instruction tuning: DeepSeek-Coder's instruct template, loss on response tokens only.
+
+Data: JSONL rows {"instruction", "output"} or {"messages": [{"role", "content"}, ...]}, or the built-in
+set derived from the corpus (a function's signature and docstring as the instruction, the function
+as the response), decontaminated like the corpus.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from moecoder.errors import UserError
+from moecoder.train.corpus import Decontaminator, Document, benchmark_texts, build_corpus
+from moecoder.train.tokenizer import DEFAULT_SYSTEM_PROMPT, EOT, CoderTokenizer, load_tokenizer
+
+SFT_DEFAULTS = {"seq_len": 512, "batch_size": 8, "lr": 5e-4, "warmup_steps": 10, "steps": 200,
+                "log_every": 10, "save_every": 100, "balance": "bias"}
+
+
+def read_sft_jsonl(path: str | os.PathLike) -> list[list[dict]]:
+    """Conversations (lists of {"role", "content"}) from {"instruction","output"} or {"messages"} rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"SFT data {path} not found")
+    conversations = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if "messages" in row:
+            messages = row["messages"]
+        elif "instruction" in row and "output" in row:
+            messages = [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["output"]}]
+        else:
+            raise UserError(f"{path}:{number}: expected keys instruction+output or messages")
+        if not any(m.get("role") == "assistant" for m in messages):
+            raise UserError(f"{path}:{number}: no assistant message to learn from")
+        conversations.append(messages)
+    if not conversations:
+        raise UserError(f"SFT data {path} is empty")
+    return conversations
+
+
+def chat_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+    """The rendered chat template cut into (text, trains) pieces; the pieces concatenate to render_chat().
+
+    The response piece is "\\n{content}\\n<|EOT|>": the prompt at inference ends with "### Response:",
+    so the model learns the newline, the answer and the end-of-turn token, nothing of the prompt.
+    """
+    segments = [] if any(m["role"] == "system" for m in messages) else [(DEFAULT_SYSTEM_PROMPT, False)]
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            segments.append((content, False))
+        elif role == "user":
+            segments.append((f"### Instruction:\n{content}\n", False))
+        else:
+            segments += [("### Response:", False), (f"\n{content}\n{EOT}", True), ("\n", False)]
+    return segments
+
+
+def encode_chat(tokenizer: CoderTokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    """Token ids of the whole conversation and, per token, whether it is a training target."""
+    ids, mask = [tokenizer.bos_id], [False]
+    for text, trains in chat_segments(messages):
+        piece = tokenizer.encode(text)
+        ids += piece
+        mask += [trains] * len(piece)
+    return ids, mask
+
+
+def function_examples(document: Document, max_lines: int = 60) -> list[dict]:
+    """Public module-level functions with a docstring: signature+docstring -> instruction, function -> output."""
+    try:
+        tree = ast.parse(document.text)
+    except (SyntaxError, ValueError):
+        return []
+    lines = document.text.splitlines()
+    examples = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+            continue
+        docstring = ast.get_docstring(node)
+        if not docstring or len(node.body) < 2 or node.end_lineno - node.lineno > max_lines or node.decorator_list:
+            continue
+        signature = "\n".join(lines[node.lineno - 1:node.body[0].lineno - 1])
+        function = "\n".join(lines[node.lineno - 1:node.end_lineno])
+        instruction = (f"Write a Python function with this signature and docstring.\n```python\n{signature}\n"
+                       f'    """{docstring}"""\n```')
+        examples.append({"instruction": instruction, "output": f"```python\n{function}\n```", "path": document.path})
+    return examples
+
+
+def corpus_instructions(documents: Iterable[Document], decontaminator: Decontaminator | None = None) -> list[dict]:
+    """The built-in instruction set of a corpus, without examples that share a 10-gram with a benchmark."""
+    examples = [example for doc in documents for example in function_examples(doc)]
+    if decontaminator is None:
+        return examples
+    return [ex for ex in examples if not decontaminator.is_contaminated(ex["instruction"] + "\n" + ex["output"])]
+
+
+def as_messages(example: dict) -> list[dict]:
+    return [{"role": "user", "content": example["instruction"]}, {"role": "assistant", "content": example["output"]}]
+
+
+def builtin_conversations(source=None, mbpp_path=None, decontaminate: bool = True, heldout_fraction: float = 0.05,
+                          log: Callable[[str], None] = print) -> tuple[list[list[dict]], list[list[dict]]]:
+    """(train, held-out) conversations from a corpus; held-out ones come from files kept out of training."""
+    corpus = build_corpus(source, decontaminate=decontaminate, mbpp_path=mbpp_path,
+                          heldout_fraction=heldout_fraction, log=log)
+    decontaminator = Decontaminator(benchmark_texts(mbpp_path=mbpp_path)) if decontaminate else None
+    train = [as_messages(ex) for ex in corpus_instructions(corpus.train, decontaminator)]
+    heldout = [as_messages(ex) for ex in corpus_instructions(corpus.heldout, decontaminator)]
+    log(f"built-in instruction set: {len(train)} training, {len(heldout)} held-out examples")
+    return train, heldout
+
+
+def split_conversations(conversations: list[list[dict]], fraction: float):
+    """Every round(1/fraction)-th conversation held out (deterministic)."""
+    if fraction <= 0 or len(conversations) < 2:
+        return conversations, []
+    every = max(2, round(1 / fraction))
+    return ([c for i, c in enumerate(conversations) if i % every != every - 1],
+            [c for i, c in enumerate(conversations) if i % every == every - 1])
+
+
+def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out_dir: str | os.PathLike = "sft-run", *,
+        minutes: float | None = None, steps: int | None = None, resume: bool = False, source=None,
+        mbpp_path=None, decontaminate: bool = True, log: Callable[[str], None] = print, **overrides) -> dict:
+    """Instruction-tune the model in model_dir (ours or a downloaded DeepSeek-Coder with tokenizer.json).
+
+    data: a JSONL file, or None for the built-in set derived from `source` (default: the stdlib).
+    overrides: TrainConfig fields (seq_len, batch_size, lr, ...). Writes <out_dir>/model (weights +
+    tokenizer, eos_token_id = [EOS, <|EOT|>]) and returns the run summary with the held-out perplexity
+    (response tokens of held-out examples).
+    """
+    import torch
+
+    from moecoder.model import save_model
+    from moecoder.train.loop import Trainer, init_runtime, seed_everything
+    from moecoder.train.packing import BatchStream, PackedExamples
+    from moecoder.train.pretrain import build_model, coerce_config
+
+    out = Path(out_dir)
+    if not resume and (out / "checkpoints").exists():
+        raise UserError(f"{out} already holds a run: pass --resume to continue it or choose another directory")
+    if not Path(model_dir, "config.json").is_file():
+        raise UserError(f"{model_dir} is not a model directory (no config.json)")
+    cfg = coerce_config(SFT_DEFAULTS | {k: v for k, v in overrides.items() if v is not None} | {"model_path": str(model_dir)},
+                        minutes=minutes, steps=steps)
+    runtime = init_runtime()
+    tokenizer = load_tokenizer(model_dir)
+    if data is None:
+        train, heldout = builtin_conversations(source, mbpp_path, decontaminate, log=log if runtime.is_main else print)
+    else:
+        train, heldout = split_conversations(read_sft_jsonl(data), 0.05)
+    if not train:
+        raise UserError("no SFT training examples")
+    seed_everything(cfg.seed)
+    model = build_model(cfg, tokenizer).to(runtime.device)
+    train_rows = PackedExamples([encode_chat(tokenizer, m) for m in train], cfg.seq_len, tokenizer.pad_id)
+    heldout_rows = PackedExamples([encode_chat(tokenizer, m) for m in heldout], cfg.seq_len, tokenizer.pad_id)
+    stream = BatchStream(train_rows, cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
+    trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=tokenizer, heldout=heldout_rows)
+    if resume:
+        trainer.resume()
+    summary = trainer.fit() | {"model_dir": str(out / "model"), "train_examples": len(train),
+                               "heldout_examples": len(heldout)}
+    if runtime.is_main:
+        model.config.eos_token_id = [tokenizer.eos_id, tokenizer.eot_id]
+        save_model(model, out / "model")
+        tokenizer.save(out / "model")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if "heldout_ppl" in summary:
+            log(f"held-out perplexity {summary['heldout_ppl']:.2f} on the responses of {len(heldout)} held-out examples")
+    if runtime.distributed:
+        torch.distributed.barrier()
+    return summary
