@@ -1,0 +1,50 @@
+import random
+
+import pytest
+
+from moecoder.train.corpus import collect_files
+from moecoder.train.fim import FimEncoder, FimSplit, document_from_fim, fim_text, random_split
+from moecoder.train.tokenizer import FIM_BEGIN, FIM_END, FIM_HOLE, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def corpus_and_tokenizer(tiny_source):
+    docs = collect_files(tiny_source)
+    return docs, train_tokenizer((d.text for d in docs), vocab_size=500)
+
+
+def test_psm_and_spm_layouts():
+    split = FimSplit("def f(x):\n", "    y = x\n", "    return y\n")
+    assert fim_text(split) == f"{FIM_BEGIN}def f(x):\n{FIM_HOLE}    return y\n{FIM_END}    y = x\n"
+    assert fim_text(split, spm=True) == f"{FIM_BEGIN}{FIM_HOLE}    return y\n{FIM_END}def f(x):\n    y = x\n"
+
+
+def test_random_split_covers_the_document():
+    rng = random.Random(1)
+    for _ in range(100):
+        split = random_split("abcdefghij", rng)
+        assert split.prefix + split.middle + split.suffix == "abcdefghij"
+
+
+@pytest.mark.parametrize("spm_rate", [0.0, 1.0, 0.5])
+def test_fim_examples_decode_back_to_the_original(corpus_and_tokenizer, spm_rate):
+    docs, tok = corpus_and_tokenizer
+    encoder = FimEncoder(tok, rate=1.0, spm_rate=spm_rate, seed=3)
+    for doc in docs:
+        ids = encoder.encode(doc.text)
+        assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and ids[1] == tok.fim_begin_id
+        text = tok.decode(ids[1:-1])
+        assert text.count(FIM_HOLE) == text.count(FIM_END) == 1
+        assert document_from_fim(text) == doc.text
+        if spm_rate == 1.0:  # SPM: the hole token follows the begin token directly
+            assert ids[2] == tok.fim_hole_id
+
+
+def test_fim_rate_is_per_document(corpus_and_tokenizer):
+    docs, tok = corpus_and_tokenizer
+    texts = [d.text for d in docs] * 20
+    never = FimEncoder(tok, rate=0.0)
+    assert all(never.encode(t) == [tok.bos_id, *tok.encode(t), tok.eos_id] for t in texts[:5])
+    half = FimEncoder(tok, rate=0.5, seed=0)
+    transformed = sum(half.encode(t)[1] == tok.fim_begin_id for t in texts)
+    assert 0.35 < transformed / len(texts) < 0.65
