@@ -77,9 +77,14 @@ def quickstart(
     out: Path = typer.Option(Path("quickstart-out"), "--out", help="Directory for corpus, model, eval and report."),
     minutes: float = typer.Option(10.0, "--minutes", help="Time budget for data, pre-training and SFT (evaluation comes on top)."),
     seed: int = typer.Option(0, "--seed"),
+    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N HumanEval tasks."),
+    mbpp: str = typer.Option(None, "--mbpp", help="Local mbpp.jsonl, to decontaminate the corpus against MBPP too."),
 ) -> None:
     """The whole pipeline on a laptop: corpus + tokenizer, nano MoE FIM pre-training, SFT, HumanEval, report."""
     with exit_on_user_error():
-        from moecoder.pipeline.quickstart import run_quickstart
+        from moecoder.pipeline.quickstart import Quickstart, QuickstartPlan
 
-        run_quickstart(out, minutes=minutes, seed=seed)
+        if minutes <= 0:
+            raise UserError(f"--minutes must be positive, got {minutes}")
+        result = Quickstart(QuickstartPlan(out=out, minutes=minutes, seed=seed, limit=limit, mbpp_path=mbpp)).run()
+        print(json.dumps(result))
