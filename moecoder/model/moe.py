@@ -75,17 +75,69 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """x [M, hidden] sorted by expert, counts [E] tokens per expert -> [M, hidden]."""
-        if hasattr(torch, "_grouped_mm"):
-            offsets = counts.cumsum(0).to(torch.int32)
-            gate, up = torch._grouped_mm(x, self.w13, offs=offsets).chunk(2, dim=-1)
-            return torch._grouped_mm(F.silu(gate) * up, self.w2, offs=offsets)
-        out, begin = torch.empty_like(x), 0  # fallback: a loop over the experts that got tokens
-        for expert, n in enumerate(counts.tolist()):
-            if n:
-                gate, up = (x[begin:begin + n] @ self.w13[expert]).chunk(2, dim=-1)
-                out[begin:begin + n] = (F.silu(gate) * up) @ self.w2[expert]
-                begin += n
-        return out
+        offsets = counts.cumsum(0).to(torch.int32)
+        gate, up = grouped_mm(x, self.w13, offsets).chunk(2, dim=-1)
+        return grouped_mm(F.silu(gate) * up, self.w2, offsets)
+
+
+def _grouped_mm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # torch._grouped_mm wants 16-byte aligned strides; tiny test shapes may not have them.
+    row = a.shape[-1] * a.element_size()
+    return hasattr(torch, "_grouped_mm") and row % 16 == 0 and (b.shape[-1] * b.element_size()) % 16 == 0
+
+
+@torch.library.custom_op("moecoder::grouped_mm", mutates_args=())
+def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Rows offsets[e-1]:offsets[e] of x [M, K] times w[e] [K, N] -> [M, N], as one grouped matmul.
+
+    A custom op so torch.compile treats it as one opaque kernel (its meta function rejects float32 on CPU);
+    falls back to a loop over the experts that got tokens where the kernel is missing or shapes are unaligned.
+    """
+    if _grouped_mm_supported(x, w):
+        return torch._grouped_mm(x, w, offs=offsets)
+    out, begin = x.new_zeros(x.shape[0], w.shape[-1]), 0
+    for expert, end in enumerate(offsets.tolist()):
+        if end > begin:
+            out[begin:end] = x[begin:end] @ w[expert]
+        begin = end
+    return out
+
+
+@grouped_mm.register_fake
+def _(x, w, offsets):
+    return x.new_empty(x.shape[0], w.shape[-1])
+
+
+@torch.library.custom_op("moecoder::grouped_mm_weight_grad", mutates_args=())
+def grouped_mm_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Per-group x_e^T grad_e -> [E, K, N]: the gradient of grouped_mm with respect to w."""
+    if _grouped_mm_supported(grad, x):
+        return torch._grouped_mm(x.t(), grad, offs=offsets)
+    out, begin = x.new_zeros(n_groups, x.shape[1], grad.shape[1]), 0
+    for expert, end in enumerate(offsets.tolist()):
+        out[expert] = x[begin:end].t() @ grad[begin:end]
+        begin = end
+    return out
+
+
+@grouped_mm_weight_grad.register_fake
+def _(x, grad, offsets, n_groups):
+    return x.new_empty(n_groups, x.shape[1], grad.shape[1])
+
+
+def _grouped_mm_backward(ctx, grad):
+    x, w, offsets = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_x = grouped_mm(grad, w.transpose(-2, -1), offsets) if ctx.needs_input_grad[0] else None
+    grad_w = grouped_mm_weight_grad(x, grad, offsets, w.shape[0]) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w, None
+
+
+def _grouped_mm_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
 class MoE(nn.Module):
