@@ -1,0 +1,112 @@
+"""Training behaviour: the loss falls, resume after kill -9 reproduces the curve, 2 processes == 1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from moecoder.errors import UserError
+from moecoder.train.config import load_config
+
+MOECODER = str(Path(sys.executable).with_name("moecoder"))
+
+
+def read_log(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    return {row["step"]: row for row in rows if "loss" in row}
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def run_cli(*args, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([MOECODER, *args], env=env, capture_output=True, text=True, timeout=240, **kwargs)
+
+
+def test_loss_decreases_and_run_is_complete(tiny_config, tmp_path):
+    from moecoder.model import load_model
+    from moecoder.train import pretrain
+    from moecoder.train.tokenizer import load_tokenizer
+
+    summary = pretrain(tiny_config, tmp_path / "run", steps=25, log=lambda _: None)
+    log = read_log(tmp_path / "run")
+    assert sorted(log) == list(range(1, 26))
+    first, last = log[1]["loss"], sum(log[s]["loss"] for s in range(21, 26)) / 5
+    assert last < first - 0.5
+    assert summary["heldout_ppl"] > 1 and summary["heldout_loss"] < first
+    assert len(log[1]["expert_load"]) == 1 and len(log[1]["expert_load"][0]) == 4  # one MoE layer, 4 experts
+    assert sum(log[1]["expert_load"][0]) == 4 * 64 * 2  # every token routed to top-2
+    assert log[5]["mfu"] > 0 and log[5]["tokens_per_s"] > 0
+    model = load_model(summary["model_dir"])
+    assert load_tokenizer(summary["model_dir"]).vocab_size == model.config.vocab_size == 512
+    # the router bias moved against the load (aux-loss-free balancing is the default)
+    assert model.moe_layers()[0].gate.e_score_correction_bias.abs().sum() > 0
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_config, tmp_path):
+    cfg = write_config(tmp_path / "cfg.json", tiny_config | {"steps": 12, "save_every": 3})
+    reference = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([MOECODER, "train", "--config", str(cfg), "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill -9 once a checkpoint exists and training went past it
+        latest = run / "checkpoints" / "latest"
+        if latest.is_file() and (run / "train_log.jsonl").is_file() and max(read_log(run), default=0) >= 7:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(read_log(run))
+    assert killed_at < 12, "the run finished before it could be killed"
+    resumed = run_cli("train", "--config", str(cfg), "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = read_log(tmp_path / "ref"), read_log(run)
+    assert sorted(got) == sorted(expected) == list(range(1, 13))
+    for step in expected:
+        assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6, abs=1e-6), step
+
+
+def test_two_processes_with_half_batch_match_one_process(tiny_config, tmp_path):
+    cfg = write_config(tmp_path / "cfg.json", tiny_config | {"steps": 4, "grad_accum": 2})
+    single = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--no-python",
+                          "--master_port=29533", MOECODER, "train", "--config", str(cfg), "--out",
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=240)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-4), step
+        assert two[step]["expert_load"] == one[step]["expert_load"]
+
+
+def test_cli_rejects_bad_config_and_missing_checkpoint(tmp_path):
+    bad = write_config(tmp_path / "bad.json", {"stepz": 3})
+    result = run_cli("train", "--config", str(bad), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "unknown training config keys: stepz" in result.stderr
+    result = run_cli("train", "--out", str(tmp_path / "empty"), "--resume")
+    assert result.returncode == 2 and "no checkpoint" in result.stderr
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "cfg.toml"
+    path.write_text('steps = 7\nlr = 0.01\n[model]\nhidden_size = 96\n')
+    cfg = load_config(path, ["model.num_hidden_layers=3", "balance=aux"], minutes=2.5)
+    assert (cfg.steps, cfg.lr, cfg.balance, cfg.minutes) == (7, 0.01, "aux", 2.5)
+    assert cfg.model["hidden_size"] == 96 and cfg.model["num_hidden_layers"] == 3
+    with pytest.raises(UserError, match="balance"):
+        load_config(None, ["balance=sometimes"])
