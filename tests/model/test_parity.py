@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import LAYOUTS, relative_error, transformers
+from conftest import LAYOUTS, relative_error
 
 from moecoder.model import load_model, save_model
 from moecoder.model.moe import MoE
 
+transformers = pytest.importorskip("transformers")
 TOL = 1e-4
 
 
