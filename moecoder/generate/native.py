@@ -35,7 +35,7 @@ def watch_steps(model, on_step: StepCallback | None):
 class NativeBackend(LocalBackend):
     """A save_model directory with tokenizer.json (+ tokenizer_config.json) beside the weights."""
 
-    def __init__(self, path: str, batch_size: int = 8, dtype: str | None = None, device: str = "cpu"):
+    def __init__(self, path: str, batch_size: int = 8, dtype: str | None = None, device: str | None = None):
         import torch
         from tokenizers import Tokenizer
 
@@ -58,8 +58,8 @@ class NativeBackend(LocalBackend):
         self.eos_ids = special_token_ids(vocab, self.eos_token)
         pad_token = token_text(config.get("pad_token"))
         self.pad_id = vocab.get(pad_token, self.eos_ids[0] if self.eos_ids else 0)
-        self.model = load_model(self.path, dtype=dtype, device=device)
-        self.device = device
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(self.path, dtype=dtype, device=self.device)
         self._revision = None
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:

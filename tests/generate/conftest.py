@@ -1,0 +1,7 @@
+import pytest
+from tiny_model import tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory)

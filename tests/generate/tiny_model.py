@@ -1,0 +1,50 @@
+"""A tiny moecoder checkpoint for backend and server tests: a MoE+MLA model that has memorised a little
+code, saved with save_model beside the training helper's tokenizer (tokenizer.json + tokenizer_config.json).
+Tests import this module by name (pytest puts the test directory on sys.path)."""
+
+from pathlib import Path
+
+TEXT = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\nprint(add(1, 2))\n"
+REPLY = "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+# A short system prompt keeps the chat sequence short (the default one is ~300 tokens of a 300-token vocab).
+CHAT = [{"role": "system", "content": "You write code.\n"}, {"role": "user", "content": "add"}]
+
+
+def build_tiny_model(directory: Path) -> Path:
+    """Train 80 steps on TEXT (completion mode) and on one chat exchange ending with <|EOT|>."""
+    import torch
+
+    from moecoder.model import ModelConfig, Transformer, save_model
+    from moecoder.train.tokenizer import EOT, render_chat, train_tokenizer
+
+    chat = render_chat(CHAT, add_generation_prompt=True) + REPLY + EOT
+    tokenizer = train_tokenizer([TEXT, chat] * 20, vocab_size=300, out_dir=directory, min_frequency=1)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                         v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                         max_position_embeddings=256, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+    model = Transformer(config)
+    model.init_weights()
+    sequences = [[tokenizer.bos_id] + tokenizer.encode(TEXT), tokenizer.encode(chat)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        for ids in sequences:
+            ids = torch.tensor([ids])
+            logits = model(ids[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    save_model(model.eval(), directory)
+    return Path(directory)
+
+
+_built: dict[str, Path] = {}
+
+
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny checkpoint, built once per test session (tests/generate and tests/serve share it)."""
+    if "path" not in _built:
+        _built["path"] = build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    return _built["path"]
