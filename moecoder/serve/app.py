@@ -101,6 +101,8 @@ class Server:
     @staticmethod
     async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_response(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
         where = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return error_response(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where)
 
