@@ -1,0 +1,92 @@
+"""`moecoder evaluate`: score a samples file on HumanEval, HumanEval+ or MBPP."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moecoder.errors import UserError, exit_on_user_error
+
+DEFAULT_K = "1,10,100"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)
+
+
+def evaluate(
+    benchmark: str = typer.Option(..., "--benchmark", help="humaneval, humaneval+ or mbpp."),
+    samples: Path = typer.Option(..., "--samples", help='JSONL rows {"task_id", "completion"} or {"task_id", "solution"}.'),
+    results: Optional[Path] = typer.Option(None, "--results", help="Where to write result rows [default: SAMPLES_results.jsonl]."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A local copy of the benchmark file (.jsonl.gz or .jsonl)."),
+    k: Optional[str] = typer.Option(None, "--k", help=f"Comma-separated k for pass@k [default: {DEFAULT_K}, "
+                                    "keeping only k <= the smallest per-task sample count]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers [default: CPU count]."),
+    details: bool = typer.Option(False, "--details", help="Run every test of every sample and report each one."),
+) -> None:
+    """Run samples in a sandbox; write result rows; print a summary table (stderr) and JSON (last stdout line)."""
+    from moecoder.bench.evaluate import evaluate_samples, read_samples
+
+    with exit_on_user_error():
+        ks = _parse_k(k or DEFAULT_K)
+        rows, lines = read_samples(str(samples))
+        if workers is not None and workers < 1:
+            raise UserError(f"--workers must be at least 1, got {workers}")
+        result_rows, summary = evaluate_samples(
+            benchmark, rows, dataset=str(dataset) if dataset else None, k=ks, workers=workers,
+            progress=True, strict_k=k is not None, details=details, line_numbers=lines)
+        target = results or Path(f"{samples}_results.jsonl")
+        _write_jsonl_atomically(target, result_rows)
+        _print_table(summary, target)
+        print(json.dumps(summary))
+
+
+def _parse_k(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--k must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"--k values must be positive integers, got {text!r}")
+    return values
+
+
+def _write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
+    """The results file appears complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False, encoding="utf-8")
+    try:
+        with handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+
+
+def _print_table(summary: dict, results: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['benchmark']}: {summary['n_samples']} samples, {summary['n_tasks']} tasks "
+                        f"({summary['isolation']} isolation, {summary['seconds']:.1f} s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, entry in summary["pass_at_k"].items():
+        lo, hi = entry["ci95"]
+        table.add_row(name, f"{100 * entry['value']:.2f}%", f"{100 * lo:.2f}% – {100 * hi:.2f}%")
+    for outcome, count in summary["outcomes"].items():
+        table.add_row(outcome, str(count), "")
+    console = Console(stderr=True)
+    console.print(table)
+    if "note" in summary:
+        console.print(f"note: {summary['note']}")
+    console.print(f"results: {results}")

