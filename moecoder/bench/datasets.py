@@ -145,8 +145,7 @@ def load_benchmark(name: str, path: str | None = None) -> Benchmark:
             f"dataset file {file} has sha256 {digest}, which is not a pinned {name} release "
             f"(expected one of {', '.join(sorted(source.sha256))}); the file is wrong or truncated"
         )
-    records = _parse_jsonl(file, data)
-    tasks = _TASK_BUILDERS[name](file, records)
+    tasks = tasks_from_records(name, file, _parse_jsonl(file, data))
     if len(tasks) != source.n_tasks:
         raise UserError(f"dataset file {file} has {len(tasks)} {name} tasks, expected {source.n_tasks}")
     return Benchmark(name=name, sha256=digest, path=str(file), tasks=tasks)
@@ -297,3 +296,8 @@ _TASK_BUILDERS = {
     "humaneval+": _humaneval_plus_tasks,
     "mbpp": _mbpp_tasks,
 }
+
+
+def tasks_from_records(name: str, file: Path, records: list[dict]) -> list[Task]:
+    """Tasks from a benchmark file's parsed rows; a task without tests is an error naming `file`."""
+    return _TASK_BUILDERS[name](file, records)

@@ -22,7 +22,8 @@ from moecoder.bench.store import Store, program_sha256
 from moecoder.errors import UserError
 
 OUTCOMES = ("passed", "failed", "timed out", "error")
-COMMIT_EVERY = 64  # verdicts per store transaction
+COMMIT_EVERY = 64  # verdicts per store transaction...
+COMMIT_SECONDS = 0.5  # ...or this often, whichever comes first
 
 
 def read_samples(path: str) -> tuple[list[dict], list[int]]:
@@ -108,6 +109,7 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
     try:
         verdicts = store.verdicts(mode)
         todo = {key: program for key, (_, program) in zip(keys, programs) if key not in verdicts}
+        reused = sum(key in verdicts for key in set(keys))
         runner = TaskRunner(bench, store, executor)
         if todo:
             runner.prepare({task for task, _ in todo})
@@ -120,6 +122,7 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
              "isolation": executor.isolation, **({"details": verdicts[key]["details"]} if details else {})}
             for row, key in zip(samples, keys)]
     summary = _summary(bench, rows, keys, ks, note, executor.isolation, runner, time.monotonic() - started)
+    summary["programs"] = {"distinct": len(set(keys)), "reused_from_store": reused}
     return rows, summary
 
 
@@ -128,14 +131,16 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
     keys = list(todo)
     jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
     finished, unsaved = {}, []
+    last_commit = [time.monotonic()]
     bar = _progress_bar(len(jobs)) if progress else None
 
     def record(index: int, verdict: dict) -> None:
         finished[keys[index]] = verdict
         unsaved.append((*keys[index], verdict))
-        if len(unsaved) >= COMMIT_EVERY:
+        if len(unsaved) >= COMMIT_EVERY or time.monotonic() - last_commit[0] > COMMIT_SECONDS:
             store.add_verdicts(mode, unsaved)
             unsaved.clear()
+            last_commit[0] = time.monotonic()
         if bar:
             bar.advance()
 

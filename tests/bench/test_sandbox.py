@@ -1,0 +1,169 @@
+"""Hostile programs: none may pass, none may harm the machine, the harness survives each.
+
+Every program here gets a wrong (or no) `f`, tries one trick, and must not be reported
+as passed. Limits are small (1 s CPU, 4 s wall, 512 MiB) so that even a broken sandbox
+cannot run away with the machine; tricks that would be dangerous without namespaces
+run only where bubblewrap isolation is in force.
+"""
+
+import socket
+import threading
+
+import pytest
+
+from moecoder.bench.executor import Executor, Job
+from moecoder.bench.sandbox import ISOLATION_BWRAP, Limits
+
+LIMITS = Limits(cpu_seconds=1.0, wall_seconds=4.0, memory_bytes=512 << 20, file_bytes=1 << 20,
+                processes=16, tmpfs_bytes=8 << 20)
+SUITE = {"kind": "code", "setup": "", "units": ["assert f(2) == 4", "assert f(3) == 6"]}
+
+
+@pytest.fixture(scope="module")
+def executor():
+    pool = Executor(workers=1, limits=LIMITS)
+    yield pool
+    pool.close()
+
+
+def run(executor, program: str) -> dict:
+    results = {}
+    executor.run([Job("t", program, LIMITS)], {"t": SUITE}, results.__setitem__)
+    return results[0]
+
+
+def needs_namespaces(executor):
+    if executor.isolation != ISOLATION_BWRAP:
+        pytest.skip("needs bubblewrap isolation; too dangerous with rlimits only")
+
+
+def test_a_correct_program_passes_and_a_wrong_one_fails(executor):
+    assert run(executor, "def f(x):\n    return 2 * x\n")["outcome"] == "passed"
+    wrong = run(executor, "def f(x):\n    return x + 2\n")
+    assert (wrong["outcome"], wrong["reason"]) == ("failed", "AssertionError")
+
+
+@pytest.mark.parametrize("trick", [
+    "import sys\nsys.exit(0)",
+    "import os\nos._exit(0)",
+    "def f(x):\n    import sys; sys.exit(0)",
+    "def f(x):\n    import os; os._exit(0)",
+    "import atexit, os\natexit.register(lambda: os._exit(0))\ndef f(x):\n    raise SystemExit(0)",
+    "import atexit\natexit.register(lambda: print('passed'))\ndef f(x):\n    return 0",
+    "print('passed')\nprint('{\"outcome\": \"passed\"}')\nimport os\nos._exit(0)",
+    "def f(x):\n    import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    "def f(x):\n    import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+    "import os\nfor fd in range(3, 5000):\n    try: os.write(fd, b'passed\\n' * 4)\n    except OSError: pass\nos._exit(0)",
+    "def f(x):\n    raise KeyboardInterrupt",
+])
+def test_exiting_printing_or_killing_itself_is_not_passing(executor, trick):
+    result = run(executor, trick)
+    assert result["outcome"] != "passed", result
+
+
+def test_killing_the_parent_fails_and_the_harness_recovers(executor):
+    result = run(executor, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef f(x):\n    return 2 * x")
+    assert result["outcome"] == "failed"
+    assert run(executor, "def f(x):\n    return 2 * x")["outcome"] == "passed"
+
+
+def test_loops_that_ignore_signals_time_out(executor):
+    program = ("import signal\n"
+               "for s in (signal.SIGTERM, signal.SIGALRM, signal.SIGXCPU, signal.SIGINT):\n"
+               "    signal.signal(s, signal.SIG_IGN)\n"
+               "def f(x):\n    while True: pass\n")
+    assert run(executor, program)["outcome"] == "timed out"
+
+
+def test_sleeping_forever_times_out(executor):
+    assert run(executor, "import time\ndef f(x):\n    time.sleep(3600)")["outcome"] == "timed out"
+
+
+def test_a_segfault_is_a_failure(executor):
+    result = run(executor, "import ctypes\ndef f(x):\n    return ctypes.string_at(0)")
+    assert (result["outcome"], result["reason"]) == ("failed", "killed by SIGSEGV")
+
+
+def test_memory_exhaustion_is_a_failure(executor):
+    result = run(executor, "def f(x):\n    hog = []\n    while True: hog.append(bytearray(1 << 20))")
+    assert result["outcome"] == "failed" and "MemoryError" in result["reason"]
+
+
+def test_an_output_flood_is_capped(executor):
+    result = run(executor, "import sys\ndef f(x):\n    while True: sys.stdout.write('passed ' * 10000)")
+    assert result["outcome"] == "timed out"
+    assert 0 < len(result["output"]) <= 4096
+
+
+def test_large_files_hit_the_file_size_limit(executor):
+    program = "def f(x):\n    open('big', 'wb').write(b'x' * (64 << 20))\n    return 2 * x"
+    assert run(executor, program)["outcome"] != "passed"
+
+
+def test_the_working_directory_is_private_and_writable(executor):
+    program = ("import os\nassert os.listdir('.') == []\nopen('scratch.txt', 'w').write('ok')\n"
+               "def f(x):\n    return 2 * x if open('scratch.txt').read() == 'ok' else 0")
+    assert run(executor, program)["outcome"] == "passed"
+    assert run(executor, program)["outcome"] == "passed"  # the next program starts empty again
+
+
+def test_writes_and_deletes_outside_tmp_do_not_happen(executor, tmp_path):
+    needs_namespaces(executor)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    program = (f"import os\n"
+               f"for attack in (lambda: os.remove({str(victim)!r}), lambda: open({str(tmp_path / 'new.txt')!r}, 'w'),\n"
+               f"               lambda: open({str(victim)!r}, 'w').write('gone')):\n"
+               f"    try: attack()\n"
+               f"    except OSError: pass\n"
+               f"def f(x):\n    return 0")
+    assert run(executor, program)["outcome"] == "failed"
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "new.txt").exists()
+
+
+def test_no_network_reaches_a_listener_on_localhost(executor):
+    needs_namespaces(executor)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    program = (f"import socket\nfor _ in range(3):\n"
+               f"    try: socket.create_connection(('127.0.0.1', {port}), timeout=0.5).sendall(b'leak')\n"
+               f"    except OSError: pass\n"
+               f"def f(x):\n    return 0")
+    accepted = []
+
+    def accept():
+        try:
+            accepted.append(listener.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    assert run(executor, program)["outcome"] == "failed"
+    thread.join()
+    listener.close()
+    assert accepted == []
+
+
+def test_a_fork_storm_is_stopped_and_cleaned_up(executor):
+    needs_namespaces(executor)
+    program = ("import os\ndef f(x):\n"
+               "    while True:\n"
+               "        try: os.fork()\n"
+               "        except OSError: pass\n")
+    result = run(executor, program)
+    assert result["outcome"] in ("failed", "timed out") and result["outcome"] != "passed"
+    assert run(executor, "def f(x):\n    return 2 * x")["outcome"] == "passed"
+
+
+def test_children_do_not_outlive_their_program(executor):
+    needs_namespaces(executor)
+    program = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
+               "def f(x):\n    return 2 * x")
+    assert run(executor, program)["outcome"] == "passed"
+    probe = "import os\nassert sum(p.isdigit() for p in os.listdir('/proc')) == 3\ndef f(x):\n    return 2 * x"
+    assert run(executor, probe)["outcome"] == "passed"  # init, zygote, this program: the sleeper is gone
