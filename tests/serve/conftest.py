@@ -1,5 +1,6 @@
 """A real `moecoder serve` process on loopback, serving the tiny checkpoint of tests/generate."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generate"))
 from tiny_model import tiny_checkpoint  # noqa: E402
@@ -21,7 +23,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server process below
+    try:
+        return tiny_checkpoint(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +38,9 @@ def server(tiny_model):
     command = [sys.executable, "-c", "from moecoder.cli import main; main()", "serve",
                "--model", f"native:{tiny_model}", "--served-model-name", "tiny", "--port", str(port),
                "--device", "cpu", "--batch-window-ms", "20"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # One intra-op thread: the tiny model gains nothing from more, and a busy 2-core machine makes them spin.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
