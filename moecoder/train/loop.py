@@ -122,7 +122,9 @@ def heldout_loss(model, dataset, max_tokens: int, batch_size: int, runtime: Runt
     model.eval()
     count = min(len(dataset), max(1, max_tokens // dataset.seq_len))
     totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)
-    indices = list(range(runtime.rank, count, runtime.world_size))
+    # The same number of batches on every rank (FSDP2 forwards are collectives).
+    per_rank = max(1, count // runtime.world_size)
+    indices = [(runtime.rank + runtime.world_size * i) % len(dataset) for i in range(per_rank)]
     for first in range(0, len(indices), batch_size):
         rows = [dataset[i] for i in indices[first:first + batch_size]]
         batch = batch_to_device({k: np.stack([r[k] for r in rows]) for k in rows[0]}, runtime.device)
@@ -187,7 +189,9 @@ class Trainer:
                  tokenizer=None, heldout=None):
         self.model, self.stream, self.cfg, self.run_dir = model, stream, cfg, Path(run_dir)
         self.runtime, self.tokenizer, self.heldout = runtime, tokenizer, heldout
-        self.optimizer = build_optimizer(model, cfg)
+        self.sharded = cfg.fsdp and runtime.distributed
+        self.wrapped = self._wrap(model)
+        self.optimizer = build_optimizer(model, cfg)  # after wrapping: FSDP2 replaces the parameters
         self.checkpoints = CheckpointStore(self.run_dir, cfg.keep_checkpoints)
         self.step, self.elapsed = 0, 0.0
         self.is_moe = bool(moe_modules(model))
@@ -196,13 +200,12 @@ class Trainer:
             self.balance = "none"  # e.g. a V2-layout (greedy) router: it has no correction bias to move
         self.flops_per_token = model.flops_per_token(cfg.seq_len, training=True)
         self.peak = peak_flops(runtime.device)
-        self.wrapped = self._wrap(model)
 
     # --- setup -------------------------------------------------------------------------------------
     def _wrap(self, model):
         if not self.runtime.distributed:
             return model
-        if self.cfg.fsdp:
+        if self.sharded:
             from torch.distributed.fsdp import fully_shard
 
             for layer in model.layers:
@@ -222,9 +225,8 @@ class Trainer:
 
         state = torch.load(checkpoint / "trainer.pt", weights_only=False)
         weights = load_model(checkpoint / "model").state_dict()
-        current = self.model.state_dict()
-        self.model.load_state_dict(weights | {k: v for k, v in state["buffers"].items() if k in current})
-        self.optimizer.load_state_dict(state["optimizer"])
+        weights |= {k: v for k, v in state["buffers"].items() if k in weights}
+        self._load_full_state(weights, state["optimizer"])
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"])
         self.step, self.elapsed = state["step"], state["elapsed"]
@@ -283,13 +285,50 @@ class Trainer:
     def done(self) -> bool:
         return self.progress_fraction() >= 1.0
 
+    def _full_state(self) -> tuple[dict, dict]:
+        """Unsharded model and optimizer state (FSDP2 gathers them, on every rank, to CPU)."""
+        if not self.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(self.model, options=options),
+                get_optimizer_state_dict(self.model, self.optimizer, options=options))
+
+    def _load_full_state(self, weights: dict, optimizer: dict) -> None:
+        if not self.sharded:
+            self.model.load_state_dict(weights)
+            self.optimizer.load_state_dict(optimizer)
+            return
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, weights, options=options)
+        set_optimizer_state_dict(self.model, self.optimizer, optimizer, options=options)
+
+    def unsharded_model(self, weights: dict | None = None) -> torch.nn.Module | None:
+        """The model itself, or under FSDP2 a plain copy of the gathered weights on rank 0 (None elsewhere).
+
+        Under FSDP2 without `weights` this gathers them: a collective, so every rank must call it."""
+        if not self.sharded:
+            return self.model
+        weights = weights if weights is not None else self._full_state()[0]
+        if not self.runtime.is_main:
+            return None
+        plain = type(self.model)(self.model.config)
+        plain.load_state_dict(weights)
+        return plain
+
     def checkpoint(self) -> None:
-        state = {"optimizer": self.optimizer.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
+        weights, optimizer = self._full_state()
+        state = {"optimizer": optimizer, "stream": self.stream.state_dict(), "rng": rng_state(),
                  "step": self.step, "elapsed": self.elapsed,
                  "buffers": {name: buf.clone() for name, buf in self.model.named_buffers()},
                  "config": self.cfg.to_dict()}
         if self.runtime.is_main:
-            self.checkpoints.save(self.step, self.model, self.tokenizer, state)
+            self.checkpoints.save(self.step, self.unsharded_model(weights), self.tokenizer, state)
         if self.runtime.distributed:
             dist.barrier()
 

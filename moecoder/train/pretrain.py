@@ -134,8 +134,9 @@ def pretrain(cfg: TrainConfig | dict | str | os.PathLike | None, out_dir: str | 
         log(f"model: {model.num_params(active=True):,} active / {model.num_params():,} total parameters; "
             f"{len(train_set):,} training sequences of {cfg.seq_len} tokens")
     summary = trainer.fit() | {"model_dir": str(out / "model"), "corpus": data.report}
+    final = trainer.unsharded_model()  # a collective under FSDP2: every rank calls it
     if runtime.is_main:
-        save_model(model, out / "model")
+        save_model(final, out / "model")
         data.tokenizer.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:

@@ -173,9 +173,10 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
         trainer.resume()
     summary = trainer.fit() | {"model_dir": str(out / "model"), "train_examples": len(train),
                                "heldout_examples": len(heldout)}
+    final = trainer.unsharded_model()  # a collective under FSDP2: every rank calls it
     if runtime.is_main:
-        model.config.eos_token_id = [tokenizer.eos_id, tokenizer.eot_id]
-        save_model(model, out / "model")
+        final.config.eos_token_id = [tokenizer.eos_id, tokenizer.eot_id]
+        save_model(final, out / "model")
         tokenizer.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:

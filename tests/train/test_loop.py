@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from moecoder.errors import UserError
 from moecoder.train.config import load_config
@@ -78,20 +79,36 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_config, tmp_pat
         assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6, abs=1e-6), step
 
 
-def test_two_processes_with_half_batch_match_one_process(tiny_config, tmp_path):
-    cfg = write_config(tmp_path / "cfg.json", tiny_config | {"steps": 4, "grad_accum": 2})
-    single = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "one"))
-    assert single.returncode == 0, single.stderr
+@pytest.fixture(scope="module")
+def single_process_run(tiny_config, tmp_path_factory) -> tuple[dict, Path]:
+    """Training config (4 steps, 2 accumulation micro-batches) and the log of one process running it."""
+    root = tmp_path_factory.mktemp("single")
+    cfg = tiny_config | {"steps": 4, "grad_accum": 2}
+    result = run_cli("train", "--config", str(write_config(root / "cfg.json", cfg)), "--out", str(root / "run"))
+    assert result.returncode == 0, result.stderr
+    return cfg, root / "run"
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_processes_with_half_batch_match_one_process(single_process_run, tmp_path, fsdp):
+    cfg, single = single_process_run
+    config = write_config(tmp_path / "cfg.json", cfg | {"fsdp": fsdp})
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--no-python",
-                          "--master_port=29533", MOECODER, "train", "--config", str(cfg), "--out",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--no-python",
+                          f"--master_port={29533 + fsdp}", MOECODER, "train", "--config", str(config), "--out",
                           str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=240)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, two = read_log(single), read_log(tmp_path / "two")
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
         assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-4), step
         assert two[step]["expert_load"] == one[step]["expert_load"]
+    # the saved models agree too (FSDP2 gathers its shards into the same Hugging Face layout)
+    from moecoder.model import load_model
+
+    a, b = load_model(single / "model"), load_model(tmp_path / "two" / "model")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-5), name
 
 
 def test_cli_rejects_bad_config_and_missing_checkpoint(tmp_path):
