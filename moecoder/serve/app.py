@@ -46,6 +46,7 @@ class Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: dict | None = None  # {"include_usage": true}: a last chunk carries the token counts
 
 
 class CompletionRequest(Sampling):
@@ -145,9 +146,10 @@ class Server:
                 for i, ids in enumerate(prompt_ids) for j in range(body.n)]
         for row in rows:
             self.engine.submit(row)
-        reply = Reply(self.model_id, chat, len(rows), sum(len(p) for p in prompt_ids) // len(prompt_ids) * body.n)
+        reply = Reply(self.model_id, chat, len(rows), sum(len(p) for p in prompt_ids))
         if body.stream:
-            return StreamingResponse(reply.stream(queue), media_type="text/event-stream")
+            usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(reply.stream(queue, usage), media_type="text/event-stream")
         return await reply.collect(queue)
 
 
@@ -172,6 +174,10 @@ class Reply:
             finished += event.finish_reason is not None
             yield event
 
+    def _usage(self, completion_tokens: int) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": self.prompt_tokens + completion_tokens}
+
     async def collect(self, queue: asyncio.Queue) -> dict:
         texts = [""] * self.choices
         choices = [None] * self.choices
@@ -181,9 +187,7 @@ class Reply:
             if event.finish_reason:
                 completion_tokens += event.tokens
                 choices[event.index] = self._choice(event.index, texts[event.index], event.finish_reason)
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": self.prompt_tokens + completion_tokens}
-        return {**self._envelope(choices, chunk=False), "usage": usage}
+        return {**self._envelope(choices, chunk=False), "usage": self._usage(completion_tokens)}
 
     def _choice(self, index: int, text: str, finish_reason: str | None, chunk: bool = False) -> dict:
         if not self.chat:
@@ -194,17 +198,21 @@ class Reply:
         return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
                 "finish_reason": finish_reason}
 
-    async def stream(self, queue: asyncio.Queue):
-        def sse(choices):
-            return f"data: {json.dumps(self._envelope(choices, chunk=True))}\n\n"
+    async def stream(self, queue: asyncio.Queue, include_usage: bool = False):
+        def sse(choices, **extra):
+            return f"data: {json.dumps({**self._envelope(choices, chunk=True), **extra})}\n\n"
 
         if self.chat:  # OpenAI opens each chat choice with its role
             yield sse([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                         "finish_reason": None} for i in range(self.choices)])
+        completion_tokens = 0
         try:
             async for event in self._events(queue):
+                completion_tokens += event.tokens
                 if event.text or event.finish_reason:
                     yield sse([self._choice(event.index, event.text, event.finish_reason, chunk=True)])
+            if include_usage:
+                yield sse([], usage=self._usage(completion_tokens))
         except APIError as exc:  # headers are sent already: the error travels as an event
             yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.kind}})}\n\n"
         yield "data: [DONE]\n\n"

@@ -52,12 +52,13 @@ def test_streaming_gives_the_same_text_in_pieces(client, server):
     assert chunks[-1].choices[0].finish_reason == "stop"
     # Completion streaming never shows text that a stop sequence cuts off, and ends with [DONE].
     body = {"model": "tiny", "prompt": "def add(a, b):", "max_tokens": 40, "temperature": 0,
-            "stop": list(COMPLETION_STOP), "stream": True}
+            "stop": list(COMPLETION_STOP), "stream": True, "stream_options": {"include_usage": True}}
     with httpx.stream("POST", f"{server}/completions", json=body, timeout=60) as response:
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    *events, usage = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     assert "".join(e["choices"][0]["text"] for e in events) == "\n    return a + b\n\n"
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
 
 
 def test_concurrent_requests_are_batched_and_answered_as_alone(server):
