@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import json
 import os
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +175,8 @@ def _bundled_humaneval() -> Path | None:
 def _download(source: DatasetSource, target: Path) -> None:
     """Fetch, verify, then rename into place: the cache never holds a bad file."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    import urllib.request
+
     partial = target.with_name(target.name + f".part{os.getpid()}")
     try:
         with urllib.request.urlopen(source.url, timeout=60) as response:

