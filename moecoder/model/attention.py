@@ -128,6 +128,8 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.rank)
         q_latent = torch.einsum("bthd,hdc->bhtc", q_nope, w[:, :self.nope_dim])
         q = torch.cat((q_latent, q_pe.transpose(1, 2)), dim=-1)  # [B, H, T, C+R]
-        kv = cached[:, None]  # [B, 1, S, C+R], one latent head shared by all query heads
-        out_latent = attend(q, kv, kv[..., :self.rank], mask, self.scale, gqa=True)  # [B, H, T, C]
+        kv = cached[:, None]  # [B, 1, S, C+R]: one latent "head" broadcast to all query heads, never copied
+        scores = (q @ kv.transpose(-1, -2)).float() * self.scale  # [B, H, T, S]
+        probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(q.dtype)
+        out_latent = probs @ kv[..., :self.rank]  # [B, H, T, C]
         return torch.einsum("bhtc,hvc->bthv", out_latent, w[:, self.nope_dim:])
