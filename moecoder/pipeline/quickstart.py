@@ -18,8 +18,13 @@ from pathlib import Path
 
 from moecoder.errors import UserError
 
-# Shares of the time left after data preparation.
-PRETRAIN_SHARE = 0.75
+# Share of the time left after data preparation that goes to pre-training (the rest: SFT), and the time
+# kept back for what surrounds a training loop (building the model, scoring held-out files, saving).
+PRETRAIN_SHARE = 0.7
+STAGE_OVERHEAD_SECONDS = 15
+HELDOUT_TOKENS = 16384
+# A run of a few dozen steps cannot spend twenty of them warming up.
+WARMUP_STEPS = 5
 
 # Files of the standard library per minute of budget: data preparation stays near a tenth of the budget.
 FILES_PER_MINUTE = 100
@@ -32,12 +37,13 @@ class QuickstartPlan:
     out: Path
     minutes: float
     seed: int = 0
-    # Chat mode: the built-in SFT set asks for a function given its signature and docstring in a fenced
-    # block and answers with the whole function fenced, which is the shape of DeepSeek-Coder's HumanEval
-    # instruction, so the instruction-tuned nano model sees the task in the form it was tuned on.
-    mode: str = "chat"
-    max_new_tokens: int = 192
-    eval_batch_size: int = 16
+    # Completion mode: most of a nano model's training is next-token prediction on standard-library code,
+    # where a signature and docstring are followed by the body, which is exactly HumanEval's prompt. The
+    # stop sequences end each sample at the next top-level statement, so generation stays short; chat
+    # mode would also make the model restate the signature inside a fenced block before any body.
+    mode: str = "completion"
+    max_new_tokens: int = 128
+    eval_batch_size: int = 32
     limit: int | None = None  # HumanEval tasks to evaluate (None: all 164)
     mbpp_path: str | None = None
 
@@ -82,7 +88,7 @@ class Quickstart:
         data = prepare_data(config, plan.path("data"), log=self.log)
 
         self.stage("2/5 pre-training a nano MoE with fill-in-the-middle")
-        pretrain_minutes = max(0.2, self.seconds_left() * PRETRAIN_SHARE / 60)
+        pretrain_minutes = max(0.2, (self.seconds_left() * PRETRAIN_SHARE - STAGE_OVERHEAD_SECONDS) / 60)
         pre = pretrain(replace(config, minutes=pretrain_minutes), plan.path("pretrain"), log=self.log)
 
         self.stage("3/5 instruction tuning")
@@ -99,7 +105,8 @@ class Quickstart:
         from moecoder.train.config import load_config
 
         config = load_config(None, (), max_files=self.plan.max_files, seed=self.plan.seed,
-                             data_dir=str(self.plan.path("data")), mbpp_path=mbpp, decontaminate=True)
+                             data_dir=str(self.plan.path("data")), mbpp_path=mbpp, decontaminate=True,
+                             eval_tokens=HELDOUT_TOKENS, warmup_steps=WARMUP_STEPS)
         return replace(config, steps=None, minutes=self.plan.minutes, save_every=10**9)
 
     def instruction_tune(self, data, pre: dict, mbpp: str) -> dict:
@@ -116,11 +123,12 @@ class Quickstart:
         sft_data = self.plan.path("sft-data.jsonl")
         sft_data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in examples))
         self.log(f"built-in instruction set: {len(examples)} functions with docstrings from the corpus")
-        minutes = max(0.2, self.seconds_left() / 60)
+        minutes = max(0.2, (self.seconds_left() - STAGE_OVERHEAD_SECONDS) / 60)
         steps_per_second = pre["steps"] / max(pre["elapsed_s"], 1e-6)
         steps = max(10, int(0.5 * steps_per_second * minutes * 60))
         return sft(Path(pre["model_dir"]), data=sft_data, out_dir=self.plan.path("sft"), minutes=minutes,
-                   steps=steps, mbpp_path=mbpp, seq_len=512, log=self.log, save_every=10**9, seed=self.plan.seed)
+                   steps=steps, mbpp_path=mbpp, seq_len=512, log=self.log, save_every=10**9, seed=self.plan.seed,
+                   eval_tokens=HELDOUT_TOKENS, warmup_steps=WARMUP_STEPS)
 
     def evaluate(self, data, pre: dict, sft_summary: dict) -> dict:
         from moecoder.pipeline.evalrun import EvalRun, EvalSettings
@@ -148,6 +156,8 @@ class Quickstart:
                                   f"loss {sft_summary['first_loss']:.2f} → {sft_summary['final_loss']:.2f}",
             "held-out loss (SFT responses)":
                 f"{sft_summary['heldout_loss']:.3f} nats/token" if "heldout_loss" in sft_summary else "n/a",
+            "expert load balance (max/mean load − 1 per MoE layer, end of pre-training; 0 = even)":
+                expert_balance(out / "pretrain" / "train_log.jsonl"),
         }
         return {"logs": {"pre-training": str(out / "pretrain" / "train_log.jsonl"),
                          "instruction tuning": str(out / "sft" / "train_log.jsonl")},
@@ -155,23 +165,32 @@ class Quickstart:
 
     def finish(self, summaries: dict) -> dict:
         """Add what only the samples can tell (parse share, the plain statement about the score) and rebuild the report."""
+        from moecoder.bench.datasets import load_benchmark
         from moecoder.pipeline.manifest import read_json, write_json_atomic
         from moecoder.report.html import write_report
         from moecoder.report.runs import read_jsonl
 
         eval_dir = self.plan.path("eval")
         rows = read_jsonl(eval_dir / "samples-humaneval.jsonl")
-        parsed = sum(parses(row) for row in rows)
+        tasks = load_benchmark("humaneval").tasks
+        entry_points = {task.task_id: task.entry_point for task in tasks}
+        prompts = {task.task_id: task.prompt for task in tasks}
+        programs = [program_of(row, prompts) for row in rows]
+        parsed = sum(parses(program) for program in programs)
+        implemented = sum(implements(program, entry_points[row["task_id"]]) for program, row in zip(programs, rows))
         pass1 = summaries["humaneval"]["pass_at_k"]["pass@1"]
         manifest_path = eval_dir / "manifest.json"
         manifest = read_json(manifest_path)
-        manifest["training"]["metrics"]["completions that parse (ast.parse)"] = f"{parsed}/{len(rows)} ({100 * parsed / len(rows):.0f}%)"
+        metrics = manifest["training"]["metrics"]
+        metrics["completions that parse (ast.parse of prompt + completion)"] = _share(parsed, len(rows))
+        metrics["... and give the function a body beyond its docstring"] = _share(implemented, len(rows))
         manifest["notes"] = [plain_statement(pass1["value"], self.plan.mode)]
         write_json_atomic(manifest_path, manifest)
         report = write_report(eval_dir)
         shutil.copyfile(report, self.plan.path("report.html"))
         self.print_locations()
-        return {"humaneval": summaries["humaneval"]["pass_at_k"], "parse_share": parsed / len(rows)}
+        return {"humaneval": summaries["humaneval"]["pass_at_k"], "parse_share": parsed / len(rows),
+                "implemented_share": implemented / len(rows)}
 
     def print_locations(self) -> None:
         out = self.plan.out
@@ -189,14 +208,43 @@ class Quickstart:
         self.console.print(f"total time {time.monotonic() - self.started:.0f}s")
 
 
-def parses(row: dict) -> bool:
-    """Whether a sample's program is valid Python (a nano model's first milestone, long before passing)."""
-    program = row.get("solution") or row.get("completion", "")
+def _share(count: int, total: int) -> str:
+    return f"{count}/{total} ({100 * count / total:.0f}%)"
+
+
+def program_of(row: dict, prompts: dict[str, str]) -> str:
+    """The program a sample row stands for: its solution, or the task prompt followed by its completion."""
+    return row["solution"] if "solution" in row else prompts[row["task_id"]] + row["completion"]
+
+
+def parses(program: str) -> bool:
+    """Whether a program is valid Python: a nano model's first milestone, long before passing."""
     try:
         ast.parse(program)
     except (SyntaxError, ValueError):
         return False
-    return bool(program.strip())
+    return True
+
+
+def implements(program: str, entry_point: str) -> bool:
+    """Whether a program parses and its entry point has a body beyond the docstring."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            return any(not isinstance(stmt, ast.Pass) for stmt in body)
+    return False
+
+
+def expert_balance(log_path: Path) -> str:
+    from moecoder.report.html import last_expert_load, load_imbalance
+    from moecoder.report.runs import read_jsonl
+
+    load = last_expert_load(read_jsonl(log_path)) if log_path.exists() else None
+    return ", ".join(f"{v:.2f}" for v in load_imbalance(load)) if load else "n/a"
 
 
 def plain_statement(pass1: float, mode: str) -> str:

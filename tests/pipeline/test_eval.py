@@ -29,7 +29,7 @@ def env(tmp_path_factory):
 
 
 def eval_command(base_url: str, out: Path, *extra: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "moecoder"), "eval", "--model", "openai:stub", "--base-url", base_url,
+    return [sys.executable, "-c", "from moecoder.cli import main; main()", "eval", "--model", "openai:stub", "--base-url", base_url,
             "--benchmark", "humaneval", "--limit", str(LIMIT), "--out", str(out), "--workers", "2", *extra]
 
 
