@@ -30,18 +30,29 @@ INDEX = "model.safetensors.index.json"
 
 # --- reading -------------------------------------------------------------------------------------
 class CheckpointReader:
-    """Tensors of a checkpoint directory by name, memory-mapped, opening each shard once."""
+    """Tensors of a checkpoint directory by name, memory-mapped, opening each shard once.
+
+    safetensors (model.safetensors or shards + index) is the format; older pytorch_model.bin checkpoints
+    (some DeepSeek-Coder v1 repositories) are read with torch.load(mmap=True).
+    """
 
     def __init__(self, directory: Path):
         self.directory = directory
-        if (directory / INDEX).is_file():
-            self.weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
-        elif (directory / "model.safetensors").is_file():
-            with safe_open(directory / "model.safetensors", framework="pt") as f:
-                self.weight_map = {key: "model.safetensors" for key in f.keys()}
+        for index, single in ((INDEX, "model.safetensors"), ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+            if (directory / index).is_file():
+                self.weight_map = json.loads((directory / index).read_text())["weight_map"]
+                break
+            if (directory / single).is_file():
+                self.weight_map = {key: single for key in self._load(single).keys()}
+                break
         else:
-            raise UserError(f"no model.safetensors or {INDEX} in {directory}")
+            raise UserError(f"no model.safetensors, {INDEX} or pytorch_model.bin in {directory}")
         self._open: dict[str, object] = {}
+
+    def _load(self, file: str):
+        if file.endswith(".bin"):
+            return torch.load(self.directory / file, mmap=True, weights_only=True, map_location="cpu")
+        return safe_open(self.directory / file, framework="pt")
 
     def shards(self) -> list[str]:
         return sorted(set(self.weight_map.values()))
@@ -52,8 +63,9 @@ class CheckpointReader:
     def get(self, key: str) -> torch.Tensor:
         file = self.weight_map[key]
         if file not in self._open:
-            self._open[file] = safe_open(self.directory / file, framework="pt")
-        return self._open[file].get_tensor(key)
+            self._open[file] = self._load(file)
+        handle = self._open[file]
+        return handle[key] if isinstance(handle, dict) else handle.get_tensor(key)
 
     def close_all_but(self, shard: str) -> None:
         self._open = {file: handle for file, handle in self._open.items() if file == shard}

@@ -130,3 +130,33 @@ def test_router_weights_kept_in_float32_for_bf16(reference_checkpoint):
     ours = load_model(reference_checkpoint("v3")[1], dtype=torch.bfloat16)
     moe = next(m for m in ours.modules() if isinstance(m, MoE))
     assert moe.gate.weight.dtype == torch.float32 and ours.lm_head.weight.dtype == torch.bfloat16
+
+
+def test_pytorch_bin_and_fp8_block_quantized_checkpoints_load(reference_checkpoint, tmp_path):
+    """Old pytorch_model.bin files, and DeepSeek-V3's FP8 weights with 128x128-block weight_scale_inv."""
+    from safetensors.torch import load_file, save_file
+
+    reference, directory = reference_checkpoint("llama")
+    tensors = load_file(directory / "model.safetensors")
+    config = json.loads((directory / "config.json").read_text())
+    (tmp_path / "bin").mkdir()
+    torch.save(tensors, tmp_path / "bin" / "pytorch_model.bin")
+    (tmp_path / "bin" / "config.json").write_text(json.dumps(config))
+    ids = torch.randint(0, 128, (1, 6))
+    with torch.no_grad():
+        assert relative_error(load_model(tmp_path / "bin")(ids), reference(ids).logits) <= TOL
+
+    weight = tensors["model.layers.0.mlp.up_proj.weight"]  # [96, 64]
+    scale = weight.abs().view(3, 32, 2, 32).amax(dim=(1, 3)) / 448  # per 32x32 block, as DeepSeek quantizes
+    tensors["model.layers.0.mlp.up_proj.weight"] = (weight / scale.repeat_interleave(32, 0).repeat_interleave(
+        32, 1)).to(torch.float8_e4m3fn)
+    tensors["model.layers.0.mlp.up_proj.weight_scale_inv"] = scale
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [32, 32]}
+    (tmp_path / "fp8").mkdir()
+    save_file(tensors, tmp_path / "fp8" / "model.safetensors")
+    (tmp_path / "fp8" / "config.json").write_text(json.dumps(config))
+    ours = load_model(tmp_path / "fp8")
+    got = ours.layers[0].mlp.up_proj.weight
+    assert relative_error(got, weight) < 0.07 and not torch.equal(got, weight)  # e4m3 rounding, scales undone
+    save_model(ours, tmp_path / "fp8-saved")
+    assert "quantization_config" not in json.loads((tmp_path / "fp8-saved" / "config.json").read_text())
