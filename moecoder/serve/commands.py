@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(512, help="chat max_tokens when a request gives none"),
         dtype: str = typer.Option(None, help="float32 | bfloat16 | float16 (default: the checkpoint's)"),
         device: str = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+        threads: int = typer.Option(None, help="torch intra-op CPU threads (default: torch's choice)"),
     ):
         """Serve /v1/models, /v1/completions and /v1/chat/completions (with streaming) over HTTP."""
         with exit_on_user_error():
@@ -29,6 +30,10 @@ def register(app: typer.Typer) -> None:
             from moecoder.generate import make_backend
             from moecoder.serve.app import Server
 
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             if model.startswith("openai:"):
                 raise UserError("moecoder serve takes native:PATH or hf:NAME_OR_PATH, not an openai: model")
             opts = {"batch_size": max_batch, "dtype": dtype}
