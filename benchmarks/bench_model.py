@@ -61,19 +61,30 @@ def alternate(a, b, args, repeats: int) -> tuple[float, float]:
 
 
 def expert_scaling(experts_list, batch, seq, repeats):
+    """Our step time as routed experts grow at fixed top-k: forward+backward and the AdamW update apart,
+    since the optimizer necessarily touches every parameter, routed to or not."""
     print(f"\nour training step vs routed experts (top-{SMALL_V2['num_experts_per_tok']}, batch {batch}x{seq}):")
-    print("| routed experts | total params | active params | step ms | ms per M active |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| routed experts | total params | active params | fwd+bwd ms | AdamW ms | step ms |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for n in experts_list:
         config = ModelConfig.from_hf(dict(SMALL_V2, n_routed_experts=n, model_type="deepseek_v2"))
         torch.manual_seed(0)
         model = Transformer(config).train()
-        step = train_step_fn(model, lambda m, ids: m(ids))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ids = torch.randint(0, config.vocab_size, (batch, seq))
-        step(ids)
-        ms = 1e3 * statistics.median(timed(step, ids) for _ in range(repeats))
+        forward_backward, update = [], []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            lm_loss(model(ids), ids).backward()
+            middle = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i:  # the first step is a warm-up
+                forward_backward.append(middle - start)
+                update.append(time.perf_counter() - middle)
+        fb, up = 1e3 * statistics.median(forward_backward), 1e3 * statistics.median(update)
         total, active = model.num_params(), model.num_params(active=True)
-        print(f"| {n} | {total / 1e6:.1f}M | {active / 1e6:.2f}M | {ms:.0f} | {ms / (active / 1e6):.1f} |")
+        print(f"| {n} | {total / 1e6:.1f}M | {active / 1e6:.2f}M | {fb:.0f} | {up:.0f} | {fb + up:.0f} |")
 
 
 def main() -> None:
@@ -85,6 +96,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--decode-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our training step under torch.compile (inductor; compiling takes minutes)")
     parser.add_argument("--scaling", default="8,16,32,64,128", help="routed expert counts for the table ('' = skip)")
     args = parser.parse_args()
     if args.threads:
@@ -130,6 +143,15 @@ def main() -> None:
     print(f"\ntraining step ({args.batch}x{args.seq} tokens, fwd+bwd+AdamW): ours {t_ours * 1e3:.0f} ms "
           f"({tokens / t_ours:.0f} tok/s), transformers {t_theirs * 1e3:.0f} ms ({tokens / t_theirs:.0f} tok/s)")
     print(f"training-step speed-up: {t_theirs / t_ours:.2f}x (target >= 2x)")
+    if args.compile:
+        compiled = torch.compile(ours)
+        compiled_step = train_step_fn(ours, lambda m, x: compiled(x))
+        start = time.perf_counter()
+        compiled_step(ids)
+        print(f"torch.compile of our step took {time.perf_counter() - start:.0f} s")
+        t_compiled, t_theirs = alternate(compiled_step, theirs_step, (ids,), args.steps)
+        print(f"training step, ours compiled: {t_compiled * 1e3:.0f} ms ({tokens / t_compiled:.0f} tok/s), "
+              f"transformers eager {t_theirs * 1e3:.0f} ms: speed-up {t_theirs / t_compiled:.2f}x")
 
     if args.scaling:
         expert_scaling([int(n) for n in args.scaling.split(",")], args.batch, args.seq, max(args.steps // 2, 2))
