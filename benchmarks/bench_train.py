@@ -73,6 +73,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     torch.manual_seed(0)
     moe_config = ModelConfig(**(NANO_MOE | {"vocab_size": VOCAB}))

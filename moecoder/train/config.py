@@ -60,8 +60,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    steps: int | None = 300  # optimizer steps; with `minutes` too, whichever ends first
-    minutes: float | None = None  # wall-clock budget (the cosine schedule follows time when steps is None)
+    steps: int | None = 300  # optimizer steps (0 = no step limit); with `minutes` too, whichever ends first
+    minutes: float | None = None  # time budget (the cosine schedule follows time when steps is None)
+    clock: str = "wall"  # what `minutes` counts: "wall" seconds, or "cpu" = process CPU seconds / torch threads
     balance: str = "bias"  # MoE balancing: "bias" (aux-loss-free, V3), "aux" (sequence-wise aux loss), "none"
     bias_update_rate: float = 1e-3
     aux_loss_alpha: float = 1e-4
@@ -77,8 +78,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.balance not in ("bias", "aux", "none"):
             raise UserError(f"balance={self.balance!r}: expected bias, aux or none")
+        if self.clock not in ("wall", "cpu"):
+            raise UserError(f"clock={self.clock!r}: expected wall or cpu")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise UserError(f"dtype={self.dtype!r}: expected auto, bf16 or fp32")
+        if self.steps == 0:
+            self.steps = None
         if self.steps is None and self.minutes is None:
             raise UserError("set steps or minutes (or both)")
 

@@ -346,12 +346,16 @@ class Trainer:
         first_loss = last = None
         with ProgressDisplay(cfg, enabled=cfg.progress and runtime.is_main, start=self.progress_fraction()) as bar:
             while not self.done():
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 lr = learning_rate(cfg, self.step, self.progress_fraction())
                 metrics = self.train_step(lr)
                 seconds = time.perf_counter() - started
+                # clock="cpu": the seconds a dedicated machine with torch's thread count would have taken
+                # (for budgets on a shared CPU, where other processes take wall-clock time away).
+                budget_seconds = (seconds if cfg.clock == "wall"
+                                  else (time.process_time() - cpu_started) / torch.get_num_threads())
                 # Every rank must agree on when to stop: use rank 0's clock.
-                self.elapsed += float(runtime.all_reduce(torch.tensor(seconds if runtime.is_main else 0.0,
+                self.elapsed += float(runtime.all_reduce(torch.tensor(budget_seconds if runtime.is_main else 0.0,
                                                                       dtype=torch.float64)))
                 self.step += 1
                 tokens_per_s = tokens_per_step / seconds

@@ -167,6 +167,8 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     model = build_model(cfg, tokenizer).to(runtime.device)
     train_rows = PackedExamples([encode_chat(tokenizer, m) for m in train], cfg.seq_len, tokenizer.pad_id)
     heldout_rows = PackedExamples([encode_chat(tokenizer, m) for m in heldout], cfg.seq_len, tokenizer.pad_id)
+    if not len(train_rows):
+        raise UserError(f"no SFT example keeps a response token within seq_len={cfg.seq_len}: raise seq_len")
     stream = BatchStream(train_rows, cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
     trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=tokenizer, heldout=heldout_rows)
     if resume:

@@ -32,13 +32,21 @@ def run_cli(*args, **kwargs):
     return subprocess.run([MOECODER, *args], env=env, capture_output=True, text=True, timeout=240, **kwargs)
 
 
-def test_loss_decreases_and_run_is_complete(tiny_config, tmp_path):
-    from moecoder.model import load_model
+@pytest.fixture(scope="module")
+def pretrained(tiny_config, tmp_path_factory) -> tuple[dict, Path]:
+    """A tiny model pre-trained for 25 steps in this process: (summary, run directory)."""
     from moecoder.train import pretrain
+
+    run = tmp_path_factory.mktemp("pretrain") / "run"
+    return pretrain(tiny_config, run, steps=25, log=lambda _: None), run
+
+
+def test_loss_decreases_and_run_is_complete(pretrained):
+    from moecoder.model import load_model
     from moecoder.train.tokenizer import load_tokenizer
 
-    summary = pretrain(tiny_config, tmp_path / "run", steps=25, log=lambda _: None)
-    log = read_log(tmp_path / "run")
+    summary, run = pretrained
+    log = read_log(run)
     assert sorted(log) == list(range(1, 26))
     first, last = log[1]["loss"], sum(log[s]["loss"] for s in range(21, 26)) / 5
     assert last < first - 0.5
@@ -77,6 +85,26 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_config, tmp_pat
     assert sorted(got) == sorted(expected) == list(range(1, 13))
     for step in expected:
         assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6, abs=1e-6), step
+
+
+def test_sft_learns_the_responses_and_saves_an_instruct_model(pretrained, tmp_path):
+    from transformers import AutoTokenizer
+
+    from moecoder.model import load_model
+    from moecoder.train import sft
+
+    rows = [{"instruction": f"Return {word} in upper case.", "output": f"print('{word.upper()}')"}
+            for word in ("apple", "pear", "plum", "fig", "lime", "kiwi", "date", "yuzu")]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows * 4))
+    summary = sft(pretrained[0]["model_dir"], data, tmp_path / "sft", steps=15, seq_len=256, batch_size=4,
+                  lr=3e-3, warmup_steps=2, log_every=1, progress=False, log=lambda _: None)
+    log = read_log(tmp_path / "sft")
+    assert log[15]["loss"] < log[1]["loss"] - 1.0
+    assert summary["heldout_ppl"] > 1  # the responses of held-out rows (here: repeats of trained ones)
+    model = load_model(summary["model_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(summary["model_dir"])
+    assert model.config.eos_token_id == [tokenizer.convert_tokens_to_ids(t) for t in ("<｜end▁of▁sentence｜>", "<|EOT|>")]
 
 
 @pytest.fixture(scope="module")
