@@ -47,13 +47,19 @@ def mutants(completion: str, count: int, rng: random.Random) -> list[str]:
             at = rng.choice(positions)
             found.append(completion[:at] + new + completion[at + len(old):])
     lines = completion.rstrip("\n").split("\n")
+    rng.shuffle(found)
+    # Generic wrong answers fill up tasks with few operators to mutate.
     found += [
+        "\n".join(lines[: max(1, len(lines) // 2)]) + "\n",  # truncated generation
         "    return None\n",
         "    raise NotImplementedError\n",
-        "\n".join(lines[: max(1, len(lines) // 2)]) + "\n",  # truncated generation
         "    return " + "(" + "\n",  # syntax error
+        "    return 0\n",
+        "    return []\n",
+        "    return ''\n",
+        "    return True\n",
+        "    return undefined_helper()\n",
     ]
-    rng.shuffle(found)
     unique = list(dict.fromkeys(v for v in found if v != completion))
     return unique[:count]
 
@@ -139,7 +145,9 @@ def bench_humaneval_plus(workdir: Path) -> None:
                         XDG_CACHE_HOME=str(workdir / "evalplus-cache"))
     evalplus_cmd = [sys.executable, "-m", "evalplus.evaluate", "--dataset", "humaneval", "--samples", str(samples),
                     "--i-just-wanna-run"]
+    evalplus_results = Path(str(samples).replace(".jsonl", "_eval_results.json"))
     theirs_cold = timed(evalplus_cmd, evalplus_env)
+    evalplus_results.unlink()  # else evalplus stops to ask before overwriting it
     theirs_warm = timed(evalplus_cmd, evalplus_env)
     home = workdir / "home-humanevalplus"
     ours_cmd = moecoder_command("--benchmark", "humaneval+", "--dataset", str(HUMANEVAL_PLUS),
@@ -150,10 +158,10 @@ def bench_humaneval_plus(workdir: Path) -> None:
         db.execute("DELETE FROM verdicts")
     ours_warm = timed(ours_cmd, ours_env)
     passed = sum(json.loads(line)["passed"] for line in open(workdir / "ours-plus.jsonl"))
-    with open(str(samples).replace(".jsonl", "_eval_results.json")) as handle:
-        evalplus_results = json.load(handle)["eval"]
+    with open(evalplus_results) as handle:
+        theirs = json.load(handle)["eval"]
     theirs_passed = sum(all(r["plus_status"] == "pass" and r["base_status"] == "pass" for r in task)
-                        for task in evalplus_results.values())
+                        for task in theirs.values())
     print("HumanEval+, 164 reference solutions (base + plus inputs):")
     print(f"  evalplus 0.3.1, cold ground truth:  {theirs_cold:7.2f} s   warm: {theirs_warm:7.2f} s   "
           f"passed {theirs_passed}/164")

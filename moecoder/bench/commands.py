@@ -75,8 +75,9 @@ def _print_table(summary: dict, results: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['benchmark']}: {summary['n_samples']} samples, {summary['n_tasks']} tasks "
-                        f"({summary['isolation']} isolation, {summary['seconds']:.1f} s)")
+    table = Table(title=summary["benchmark"],
+                  caption=f"{summary['n_samples']} samples, {summary['n_tasks']} tasks, "
+                          f"{summary['isolation']} isolation, {summary['seconds']:.1f} s")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
@@ -85,6 +86,8 @@ def _print_table(summary: dict, results: Path) -> None:
         table.add_row(name, f"{100 * entry['value']:.2f}%", f"{100 * lo:.2f}% – {100 * hi:.2f}%")
     for outcome, count in summary["outcomes"].items():
         table.add_row(outcome, str(count), "")
+    for kind, count in summary["failure_kinds"].items():
+        table.add_row(f"  {kind}", str(count), "")
     console = Console(stderr=True)
     console.print(table)
     if "note" in summary:

@@ -223,15 +223,21 @@ def _humaneval_tasks(file: Path, records: list[dict]) -> list[Task]:
         _require(file, record, ("task_id", "prompt", "entry_point", "canonical_solution", "test"))
         if not record["test"].strip():
             raise _no_tests(file, record["task_id"])
-        tasks.append(Task(
-            task_id=record["task_id"],
-            prompt=record["prompt"],
-            entry_point=record["entry_point"],
-            reference=record["prompt"] + record["canonical_solution"],
-            tests=CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",)),
-            completion_prefix=record["prompt"],
-        ))
+        tests = CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",))
+        tasks.append(_humaneval_style_task(record, tests))
     return tasks
+
+
+def _humaneval_style_task(record: dict, tests: CodeTests | IOTests) -> Task:
+    """HumanEval and HumanEval+: a completion continues the prompt; the reference is prompt + canonical solution."""
+    return Task(
+        task_id=record["task_id"],
+        prompt=record["prompt"],
+        entry_point=record["entry_point"],
+        reference=record["prompt"] + record["canonical_solution"],
+        tests=tests,
+        completion_prefix=record["prompt"],
+    )
 
 
 def _humaneval_plus_tasks(file: Path, records: list[dict]) -> list[Task]:
@@ -242,18 +248,8 @@ def _humaneval_plus_tasks(file: Path, records: list[dict]) -> list[Task]:
         inputs = tuple(tuple(args) for args in record["base_input"] + record["plus_input"])
         if not record["base_input"]:
             raise _no_tests(file, record["task_id"])
-        tasks.append(Task(
-            task_id=record["task_id"],
-            prompt=record["prompt"],
-            entry_point=record["entry_point"],
-            reference=record["prompt"] + record["canonical_solution"],
-            tests=IOTests(
-                inputs=inputs,
-                atol=float(record["atol"]),
-                oracle="find_zero" if record["entry_point"] == "find_zero" else None,
-            ),
-            completion_prefix=record["prompt"],
-        ))
+        oracle = "find_zero" if record["entry_point"] == "find_zero" else None
+        tasks.append(_humaneval_style_task(record, IOTests(inputs=inputs, atol=float(record["atol"]), oracle=oracle)))
     return tasks
 
 

@@ -10,6 +10,7 @@ arrive, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -191,6 +192,7 @@ def _summary(bench: Benchmark, rows: list[dict], keys: list, ks: tuple[int, ...]
         "n_tasks": len(per_task),
         "pass_at_k": pass_at_k_summary({task: tuple(nc) for task, nc in per_task.items()}, ks),
         "outcomes": {name: outcomes.get(name, 0) for name in OUTCOMES},
+        "failure_kinds": dict(Counter(_failure_kind(row["result"]) for row in rows if not row["passed"]).most_common()),
         "isolation": isolation,
         "limits": limits,
         "seconds": round(seconds, 3),
@@ -198,3 +200,12 @@ def _summary(bench: Benchmark, rows: list[dict], keys: list, ks: tuple[int, ...]
     if note:
         summary["note"] = note
     return summary
+
+
+def _failure_kind(result: str) -> str:
+    """E.g. 'failed: AssertionError: x' -> 'failed: AssertionError', 'failed: wrong output on test 7' -> 'failed: wrong output'."""
+    outcome, _, reason = result.partition(": ")
+    if not reason:
+        return outcome
+    kind = re.sub(r" on test \d+$", "", reason.split(":", 1)[0])
+    return f"{outcome}: {kind}"
