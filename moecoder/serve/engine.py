@@ -114,7 +114,8 @@ class BatchingEngine:
             new = self.backend.generate_ids(
                 [r.prompt_ids for r in batch], max(r.max_tokens for r in batch), batch[0].temperature,
                 batch[0].top_p, seeds[0] if seeds else random.randrange(2**31),
-                tuple(dict.fromkeys(s for r in batch for s in r.stop)),
+                # Only stop strings every row has may end rows inside generate; the rest are cut per row.
+                tuple(sorted(set(batch[0].stop).intersection(*(r.stop for r in batch)))),
                 on_step=lambda tokens: self._step(batch, tokens.tolist()))
         except Exception as exc:  # a failed batch fails its requests, never the server
             for row in batch:

@@ -80,7 +80,7 @@ class InstructServer:
 @contextmanager
 def serve_in_thread(app):
     """Run an ASGI app with uvicorn on 127.0.0.1 and a free port; yield its base URL, stop it after."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -23,7 +23,7 @@ def build_tiny_model(directory: Path) -> Path:
     config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
                          v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                         max_position_embeddings=256, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+                         max_position_embeddings=2048, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
     model = Transformer(config)
     model.init_weights()
     sequences = [[tokenizer.bos_id] + tokenizer.encode(TEXT), tokenizer.encode(chat)]

@@ -131,3 +131,24 @@ def test_moecoder_eval_through_openai_against_the_server(server, tmp_path):
     direct = make_backend("openai:tiny", base_url=server).complete(
         list(prompts.values()), SamplingParams(max_new_tokens=8, stop=COMPLETION_STOP))
     assert {s["task_id"]: s["raw"] for s in samples} == {t: d[0] for t, d in zip(prompts, direct)}
+
+
+def test_serving_an_hf_model_streams_what_native_serves(tiny_model, server):
+    pytest.importorskip("transformers")
+    from instruct_server import serve_in_thread
+
+    from moecoder.serve.app import Server
+
+    hf_server = Server(make_backend(f"hf:{tiny_model}", device="cpu"), "tiny-hf")
+    with serve_in_thread(hf_server.app()) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(model="tiny-hf", messages=CHAT, temperature=0, max_tokens=60,
+                                                stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == REPLY
+        mixed = [client.completions.create(model="tiny-hf", prompt=p, max_tokens=12, temperature=0,
+                                           stop=stop).choices[0].text
+                 for p, stop in (("def add(a, b):", list(COMPLETION_STOP)), ("def", None))]
+    native = openai.OpenAI(base_url=server, api_key="unused", max_retries=0)
+    assert mixed == [native.completions.create(model="tiny", prompt=p, max_tokens=12, temperature=0,
+                                               stop=stop).choices[0].text
+                     for p, stop in (("def add(a, b):", list(COMPLETION_STOP)), ("def", None))]
