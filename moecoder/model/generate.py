@@ -80,7 +80,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     for step in range(max_new_tokens):
         token = sample_next(logits, temperature, top_p, generator).masked_fill(done, pad)
         new = torch.cat((new, token[:, None]), dim=1)
-        done |= torch.isin(token, torch.tensor(eos, device=token.device)) | _ends_with(new, stop or [])
+        if eos:
+            done |= torch.isin(token, torch.tensor(eos, device=token.device))
+        if stop:
+            done |= _ends_with(new, stop)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
         logits = model(token[:, None], cache=cache)[:, -1]

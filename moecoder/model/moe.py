@@ -73,17 +73,14 @@ class Experts(nn.Module):
         self.w13 = nn.Parameter(torch.empty(n_experts, hidden, 2 * intermediate))
         self.w2 = nn.Parameter(torch.empty(n_experts, intermediate, hidden))
 
-    def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """x [M, hidden] sorted by expert, expert_ids [M] (sorted), counts [E] tokens per expert -> [M, hidden]."""
-        if x.shape[0] <= self.w13.shape[0] and not torch.compiler.is_compiling():
-            # Few rows (decoding): one vector-matrix product per row with its expert's weights in place;
-            # a grouped matmul would walk all E groups, most of them empty.
-            return torch.cat([self._expert(e, row) for row, e in zip(x.split(1), expert_ids.tolist())])
+    def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """x [M, hidden] sorted by expert, counts [E] tokens per expert -> [M, hidden]."""
         offsets = counts.cumsum(0).to(torch.int32)
         gate, up = grouped_mm(x, self.w13, offsets).chunk(2, dim=-1)
         return grouped_mm(F.silu(gate) * up, self.w2, offsets)
 
-    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert e alone on x [M, hidden], its weights used in place."""
         gate, up = (x @ self.w13[e]).chunk(2, dim=-1)
         return (F.silu(gate) * up) @ self.w2[e]
 
@@ -168,12 +165,18 @@ class MoE(nn.Module):
         B, T, H = x.shape
         flat = x.reshape(-1, H)
         weights, ids, scores = self.gate(flat)  # [N, k]
-        # Sort the N*k (token, expert) pairs by expert so each expert's tokens are contiguous.
-        order = ids.flatten().argsort(stable=True)
         counts = torch.bincount(ids.flatten(), minlength=self.n_experts)
-        routed = self.experts(flat[order // self.top_k], ids.flatten()[order], counts)
-        unsorted = torch.empty_like(routed).index_copy_(0, order, routed).view(-1, self.top_k, H)
-        out = (unsorted * weights.to(x.dtype)[..., None]).sum(dim=1).view(B, T, H)
+        if flat.shape[0] * self.top_k <= self.n_experts and not torch.compiler.is_compiling():
+            # Few tokens (decoding): each through its k experts directly; a grouped matmul would walk
+            # all E groups, most of them empty.
+            routed = torch.cat([self.experts.expert(e, flat[t:t + 1]) for t, row in enumerate(ids.tolist())
+                                for e in row])
+        else:
+            # Sort the N*k (token, expert) pairs by expert so each expert's tokens are contiguous.
+            order = ids.flatten().argsort(stable=True)
+            routed = self.experts(flat[order // self.top_k], counts)
+            routed = torch.empty_like(routed).index_copy_(0, order, routed)
+        out = (routed.view(-1, self.top_k, H) * weights.to(x.dtype)[..., None]).sum(dim=1).view(B, T, H)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         self.last_load = counts.detach()
