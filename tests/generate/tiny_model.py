@@ -1,8 +1,17 @@
 """A tiny moecoder checkpoint for backend and server tests: a MoE+MLA model that has memorised a little
-code, saved with save_model beside the training helper's tokenizer (tokenizer.json + tokenizer_config.json).
-Tests import this module by name (pytest puts the test directory on sys.path)."""
+code, saved with save_model beside the training helper's tokenizer (tokenizer.json + tokenizer_config.json),
+and a `moecoder serve` process serving it. Tests import this module by name (pytest puts the test directory
+on sys.path; tests elsewhere add tests/generate)."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 TEXT = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\nprint(add(1, 2))\n"
 REPLY = "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\n"
@@ -48,3 +57,32 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     if "path" not in _built:
         _built["path"] = build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
     return _built["path"]
+
+
+@contextmanager
+def moecoder_serve(model_dir: Path, *flags: str):
+    """A real `moecoder serve --model native:<model_dir>` process on 127.0.0.1 and a free port, with one
+    intra-op thread (a tiny model gains nothing from more). Yields the base URL (…/v1); stops it after."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-c", "from moecoder.cli import main; main()", "serve", "--model",
+               f"native:{model_dir}", "--port", str(port), "--device", "cpu", *flags]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError(f"moecoder serve did not start: {process.stdout.read()}")
+                time.sleep(0.2)
+        yield f"{url}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
