@@ -28,8 +28,10 @@ def attention_params(c: ModelConfig) -> int:
     if c.q_lora_rank is None:
         query = h * heads * c.qk_head_dim
     else:
-        query = h * c.q_lora_rank + c.q_lora_rank * c.attention_bias + c.q_lora_rank + c.q_lora_rank * heads * c.qk_head_dim
-    kv = h * (rank + rope) + (rank + rope) * c.attention_bias + rank + rank * heads * (c.qk_nope_head_dim + c.v_head_dim)
+        q_rank = c.q_lora_rank
+        query = h * q_rank + q_rank * c.attention_bias + q_rank + q_rank * heads * c.qk_head_dim  # a, norm, b
+    kv = h * (rank + rope) + (rank + rope) * c.attention_bias + rank  # kv_a_proj_with_mqa, kv_a_layernorm
+    kv += rank * heads * (c.qk_nope_head_dim + c.v_head_dim)  # kv_b_proj
     return query + kv + heads * c.v_head_dim * h + h * c.attention_bias
 
 

@@ -61,7 +61,7 @@ class GroupedQueryAttention(nn.Module):
 
     def new_cache(self, batch: int, length: int, dtype, device) -> LayerCache:
         shape = (batch, self.n_kv, length, self.head_dim)
-        return LayerCache(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        return LayerCache(*(torch.zeros(shape, dtype=dtype, device=device) for _ in "kv"))
 
     def forward(self, x, cos, sin, mask=None, cache: LayerCache | None = None, start: int = 0):
         B, T, _ = x.shape

@@ -78,7 +78,8 @@ def dequantize_fp8(weight: torch.Tensor, scale_inv: torch.Tensor, block: int) ->
     return weight.float() * scale
 
 
-def load_model(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str = "cpu") -> Transformer:
+def load_model(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+               device: str = "cpu") -> Transformer:
     """A Transformer with the weights of a transformers-layout checkpoint directory.
 
     dtype defaults to the checkpoint's own (config.json `dtype`/`torch_dtype`), float32 if unstated; the
@@ -106,8 +107,8 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | str | None = None, 
             for key in reader.keys(shard):
                 name = key.removeprefix("model.")
                 layer = LAYER_KEY.match(name)
-                if key.endswith(("_scale_inv", "rotary_emb.inv_freq")) or (
-                        layer and int(layer.group(1)) >= config.num_hidden_layers):  # V3's multi-token-prediction layers
+                beyond = layer and int(layer.group(1)) >= config.num_hidden_layers  # V3's multi-token prediction
+                if beyond or key.endswith(("_scale_inv", "rotary_emb.inv_freq")):
                     continue
                 tensor = reader.get(key)
                 if tensor.dtype == torch.float8_e4m3fn:

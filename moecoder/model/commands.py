@@ -13,9 +13,9 @@ def register(app: typer.Typer) -> None:
     def stats(
         config: Path = typer.Option(..., "--config", help="A transformers config.json (or a checkpoint directory)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line of stdout."),
-        seq_len: int = typer.Option(4096, "--seq-len", help="Context length for attention FLOPs (pre-training length)."),
-        kv_dtype: str = typer.Option("bfloat16", "--kv-dtype", help="KV-cache element type: bfloat16, float32, float8."),
-        tokens: float = typer.Option(None, "--tokens", help="Project GPU-hours for training on this many tokens (e.g. 14.8e12)."),
+        seq_len: int = typer.Option(4096, "--seq-len", help="Context length for attention FLOPs (pre-training)."),
+        kv_dtype: str = typer.Option("bfloat16", "--kv-dtype", help="KV-cache element: bfloat16, float32, float8."),
+        tokens: float = typer.Option(None, "--tokens", help="Project GPU-hours for training on this many tokens."),
         gpu: str = typer.Option("h800", "--gpu", help="GPU for the projection: h800, h100 or a100 (dense BF16 peak)."),
         mfu: float = typer.Option(0.42, "--mfu", help="Model-FLOPs utilisation assumed by the projection (0-1]."),
     ) -> None:

@@ -45,7 +45,9 @@ class Gate(nn.Module):
         """x [N, hidden] -> (weights [N, k], expert ids [N, k], scores [N, E])."""
         logits = F.linear(x.float(), self.weight.float())
         scores = logits.softmax(dim=-1) if self.scoring == "softmax" else logits.sigmoid()
-        choice = scores.detach() if self.e_score_correction_bias is None else scores.detach() + self.e_score_correction_bias
+        choice = scores.detach()
+        if self.e_score_correction_bias is not None:
+            choice = choice + self.e_score_correction_bias
         if self.method != "greedy" and self.n_group > 1:
             grouped = choice.view(-1, self.n_group, self.n_experts // self.n_group)
             # V3 (with bias) ranks a group by its two best experts, V2 by its best one.
@@ -153,7 +155,8 @@ class MoE(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.top_k, self.n_experts, self.aux_alpha = config.num_experts_per_tok, config.n_routed_experts, config.aux_loss_alpha
+        self.top_k, self.n_experts = config.num_experts_per_tok, config.n_routed_experts
+        self.aux_alpha = config.aux_loss_alpha
         self.gate = Gate(config)
         self.experts = Experts(config.n_routed_experts, config.hidden_size, config.moe_intermediate_size)
         self.shared_experts = (MLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
@@ -180,8 +183,8 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         self.last_load = counts.detach()
-        if self.training and self.aux_alpha > 0:
-            self.last_aux_loss = self._sequence_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+        self.last_aux_loss = (self._sequence_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+                              if self.training and self.aux_alpha > 0 else None)
         return out
 
     def _sequence_aux_loss(self, scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,8 @@ LAYOUTS = {
     # DeepSeek-Coder v1: LLaMA with GQA and linear RoPE scaling x4, theta 100000.
     "llama": ("LlamaForCausalLM", "LlamaConfig",
               dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0})),
+                   num_key_value_heads=2,
+                   rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0})),
 }
 
 

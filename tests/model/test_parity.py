@@ -62,7 +62,8 @@ def test_sharded_checkpoint_loads_and_saves_sharded(reference_checkpoint, tmp_pa
     with torch.no_grad():
         assert relative_error(back(ids).logits, reference(ids).logits) <= TOL
     save_model(ours, tmp_path / "out")  # re-saving unsharded removes the old shards and index
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["config.json", "model.safetensors", "tokenizer.json"]
 
 
 def test_missing_weight_is_a_clear_error(reference_checkpoint, tmp_path):
