@@ -75,7 +75,7 @@ class Row:
 
 class BatchingEngine:
     """Runs rows on one local model, one batch at a time. A batch takes every waiting row that shares the
-    first row's temperature and top_p (up to max_batch), after waiting `window_ms` for late arrivals."""
+    first row's temperature and top_p (up to max_batch), once requests stop arriving for `window_ms`."""
 
     def __init__(self, backend: LocalBackend, max_batch: int = 16, window_ms: float = 5.0):
         self.backend = backend
@@ -93,11 +93,21 @@ class BatchingEngine:
     async def run(self) -> None:
         while True:
             await self.arrived.wait()
-            await asyncio.sleep(self.window)
+            await self._let_burst_arrive()
             batch = self._take()
             if not self.waiting:
                 self.arrived.clear()
             await asyncio.to_thread(self._generate, batch)
+
+    async def _let_burst_arrive(self) -> None:
+        """Wait while requests keep coming (each window brings more), up to ten windows or a full batch:
+        clients opening many connections at once arrive spread over milliseconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10 * self.window
+        seen = -1
+        while len(self.waiting) != seen and len(self.waiting) < self.max_batch and loop.time() < deadline:
+            seen = len(self.waiting)
+            await asyncio.sleep(self.window)
 
     def _take(self) -> list[Row]:
         first = self.waiting[0]
