@@ -27,6 +27,8 @@ class StaticCache:
 
     def mask(self, T: int) -> torch.Tensor:
         """[B, 1, T, length+T] bool: causal over slots, pads excluded, each token always sees itself."""
+        if T == 1:  # decoding: every earlier slot is in the past; the new slot is valid
+            return self.valid[:, None, None, :self.length + 1]
         query = torch.arange(self.length, self.length + T, device=self.valid.device)[:, None]
         key = torch.arange(self.length + T, device=self.valid.device)[None, :]
         allowed = (key <= query) & self.valid[:, None, :self.length + T]
