@@ -128,6 +128,7 @@ class EvalRun:
         previous = manifests.read_json(self.manifest_path)
         manifest = {
             **previous,
+            "training": manifests.training_logs_of(settings.model),
             **settings.extra_manifest,
             "model_spec": settings.model,
             "model": previous.get("model", {"spec": settings.model}),

@@ -45,10 +45,10 @@ def machine() -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    """Write JSON to a temporary file beside `path`, then rename it over `path` (key order kept: it is meaningful)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        json.dump(data, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -60,6 +60,15 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}); remove it or choose another --out") from None
+
+
+def training_logs_of(model_spec: str) -> dict:
+    """Training logs beside a native: model directory (a `moecoder train`/`sft` run's <run>/model), for the report."""
+    kind, _, target = model_spec.partition(":")
+    if kind != "native":
+        return {}
+    log = Path(target).resolve().parent / "train_log.jsonl"
+    return {"logs": {Path(target).resolve().parent.name: str(log)}} if log.is_file() else {}
 
 
 def check_resumable(previous: dict, current: dict, out_dir: Path) -> None:

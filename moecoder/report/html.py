@@ -139,6 +139,8 @@ def plot_expert_load(label: str, load: list[list[float]]) -> str:
     fig.colorbar(image, ax=ax, label="share of routed tokens")
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer")
+    ax.set_xticks(range(len(shares[0])))
+    ax.set_yticks(range(len(shares)))
     ax.set_title(f"{label}: expert load (ideal share {1 / len(load[0]):.3f} each)")
     return _img(fig, f"{label} expert load", f"plot-load-{label}")
 

@@ -59,3 +59,13 @@ def test_resume_refuses_other_sampling(tmp_path):
     check_resumable(before, dict(before), tmp_path)
     with pytest.raises(UserError, match="different sampling"):
         check_resumable(before, {**before, "sampling": {"n": 5}}, tmp_path)
+
+
+def test_training_logs_found_beside_a_native_model(tmp_path):
+    from moecoder.pipeline.manifest import training_logs_of
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    assert training_logs_of(f"native:{tmp_path / 'run' / 'model'}") == {}
+    (tmp_path / "run" / "train_log.jsonl").write_text("{}\n")
+    assert training_logs_of(f"native:{tmp_path / 'run' / 'model'}") == {"logs": {"run": str(tmp_path / "run" / "train_log.jsonl")}}
+    assert training_logs_of("openai:m") == {}
