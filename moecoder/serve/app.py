@@ -68,7 +68,7 @@ class ChatRequest(Sampling):
 class Server:
     """One local model behind the API; requests become rows for the batching engine."""
 
-    def __init__(self, backend: LocalBackend, model_id: str, max_batch: int = 16, window_ms: float = 5.0,
+    def __init__(self, backend: LocalBackend, model_id: str, max_batch: int = 16, window_ms: float = 20.0,
                  default_max_tokens: int = 512):
         self.backend = backend
         self.model_id = model_id

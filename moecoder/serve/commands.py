@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, help="TCP port"),
         served_model_name: str = typer.Option(None, help="model id clients send (default: the directory name)"),
         max_batch: int = typer.Option(16, help="most rows generated together in one batched forward pass"),
-        batch_window_ms: float = typer.Option(5.0, help="how long a batch waits for more requests to join"),
+        batch_window_ms: float = typer.Option(
+            20.0, help="a batch starts once no request has joined it for this long (at most 10 windows)"),
         max_tokens: int = typer.Option(512, help="chat max_tokens when a request gives none"),
         dtype: str = typer.Option(None, help="float32 | bfloat16 | float16 (default: the checkpoint's)"),
         device: str = typer.Option(None, help="cpu | cuda (default: cuda when available)"),

@@ -77,7 +77,7 @@ class BatchingEngine:
     """Runs rows on one local model, one batch at a time. A batch takes every waiting row that shares the
     first row's temperature and top_p (up to max_batch), once requests stop arriving for `window_ms`."""
 
-    def __init__(self, backend: LocalBackend, max_batch: int = 16, window_ms: float = 5.0):
+    def __init__(self, backend: LocalBackend, max_batch: int = 16, window_ms: float = 20.0):
         self.backend = backend
         self.max_batch = max_batch
         self.window = window_ms / 1000

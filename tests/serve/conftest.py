@@ -23,5 +23,5 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(tiny_model):
     """Base URL (…/v1) of `moecoder serve --model native:<tiny>`, served as `tiny`."""
-    with moecoder_serve(tiny_model, "--served-model-name", "tiny", "--batch-window-ms", "20") as url:
+    with moecoder_serve(tiny_model, "--served-model-name", "tiny") as url:
         yield url
