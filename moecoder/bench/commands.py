@@ -26,7 +26,7 @@ def evaluate(
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A local copy of the benchmark file (.jsonl.gz or .jsonl)."),
     k: Optional[str] = typer.Option(None, "--k", help=f"Comma-separated k for pass@k [default: {DEFAULT_K}, "
                                     "keeping only k <= the smallest per-task sample count]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers [default: CPU count]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers [default: 2 per CPU]."),
     details: bool = typer.Option(False, "--details", help="Run every test of every sample and report each one."),
 ) -> None:
     """Run samples in a sandbox; write result rows; print a summary table (stderr) and JSON (last stdout line)."""

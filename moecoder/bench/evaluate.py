@@ -129,7 +129,8 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
 
 def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: dict, details: bool,
          progress: bool) -> dict:
-    keys = list(todo)
+    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
+    keys = sorted(todo, key=lambda key: -runner.limits[key[0]].cpu_seconds)
     jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
     finished, unsaved = {}, []
     last_commit = [time.monotonic()]

@@ -50,6 +50,7 @@ COLLECT_CAP = 1 << 30  # reference outputs (trusted code) can be large
 WATCH_INTERVAL = 0.05  # seconds between process-count checks of a running program
 LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- child side
@@ -135,7 +136,8 @@ def _summarize(results):
 
 
 def _set_limits(limits) -> None:
-    cpu = max(1, int(math.ceil(limits["cpu_seconds"])))
+    # A backstop only: RLIMIT_CPU counts whole seconds; the zygote enforces the exact limit (_child_cpu_seconds).
+    cpu = int(math.ceil(limits["cpu_seconds"])) + 1
     for name, value in (
         ("RLIMIT_CPU", (cpu, cpu + 1)),  # SIGXCPU, then SIGKILL one second later
         ("RLIMIT_AS", (limits["memory_bytes"],) * 2),
@@ -254,7 +256,8 @@ class Supervisor:
     def _watch(self, pid, limits, verdict_r, output_r, cap):
         """Collect verdict and (capped) output until the child exits or a limit is hit."""
         pidfd = os.pidfd_open(pid)
-        deadline = time.monotonic() + limits["wall_seconds"]
+        started = time.monotonic()
+        deadline = started + limits["wall_seconds"]
         buffers = {verdict_r: bytearray(), output_r: bytearray()}
         caps = {verdict_r: cap, output_r: OUTPUT_CAP}
         open_fds = [verdict_r, output_r, pidfd]
@@ -276,8 +279,11 @@ class Supervisor:
                     buffers[fd] += chunk[: caps[fd] - len(buffers[fd])]
                 elif fd == verdict_r:
                     why = "verdict too large"
-            if why is None and self.namespaced and _process_count() > limits["processes"]:
-                why = "processes"
+            if why is None and time.monotonic() - started > WATCH_INTERVAL:  # long runs only: checks cost
+                if _child_cpu_seconds(pid) >= limits["cpu_seconds"]:
+                    why = "cpu"
+                elif self.namespaced and _process_count() > limits["processes"]:
+                    why = "processes"
         if why == "exited":  # the verdict was written before exit: read what is left
             for fd in (verdict_r, output_r):
                 os.set_blocking(fd, False)
@@ -325,13 +331,23 @@ def _failure(limits, why_stopped, status, cpu):
     signum = os.WTERMSIG(status) if signaled else None
     if why_stopped == "processes":
         return {"outcome": "failed", "reason": f"more than {limits['processes']} processes"}
-    if why_stopped == "wall" or signum == signal.SIGXCPU or cpu >= limits["cpu_seconds"] * 0.99:
+    if why_stopped in ("wall", "cpu") or signum == signal.SIGXCPU or cpu >= limits["cpu_seconds"] * 0.99:
         return {"outcome": "timed out", "reason": None}
     if why_stopped == "verdict too large":
         return {"outcome": "failed", "reason": "forged verdict"}
     if signaled:
         return {"outcome": "failed", "reason": f"killed by {signal.Signals(signum).name}"}
     return {"outcome": "failed", "reason": f"exited with status {os.WEXITSTATUS(status)} before the tests finished"}
+
+
+def _child_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running child, from /proc (clock-tick resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _process_count() -> int:
