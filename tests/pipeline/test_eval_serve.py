@@ -2,52 +2,24 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generate"))
-from tiny_model import tiny_checkpoint  # noqa: E402
+from tiny_model import moecoder_serve, tiny_checkpoint  # noqa: E402
 
 LIMIT = 3
 CLI = [sys.executable, "-c", "from moecoder.cli import main; main()"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Base URL of `moecoder serve --model native:<tiny checkpoint>`, stopped after the module."""
-    model = tiny_checkpoint(tmp_path_factory)
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([*CLI, "serve", "--model", f"native:{model}", "--served-model-name", "tiny",
-                                "--port", str(port), "--device", "cpu"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"moecoder serve did not start: {process.stdout.read()}")
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with moecoder_serve(tiny_checkpoint(tmp_path_factory), "--served-model-name", "tiny") as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", ["chat", "completion"])
