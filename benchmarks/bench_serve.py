@@ -201,7 +201,8 @@ def main() -> None:
         print(f"| {row['concurrency']} | {s['tokens_per_s']:.1f} | {s['latency_p50']:.2f} / {s['latency_p95']:.2f} | "
               f"{s['ttft_p50']:.2f} | {h['tokens_per_s']:.1f} | {n['tokens_per_s']:.1f} | "
               f"{s['tokens_per_s'] / h['tokens_per_s']:.2f}x | {s['mean_batch']:.1f} |")
-    print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "preset": None if args.model_dir else args.preset, "rows": rows}))
+    print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
+                      "preset": None if args.model_dir else args.preset, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class Server:
             exc.status, exc.message, exc.param, exc.code, exc.kind))
         app.add_exception_handler(RequestValidationError, self._invalid)
         app.add_exception_handler(HTTPException, lambda request, exc: error_response(
-            exc.status_code, str(exc.detail), kind="invalid_request_error" if exc.status_code < 500 else "server_error"))
+            exc.status_code, str(exc.detail),
+            kind="invalid_request_error" if exc.status_code < 500 else "server_error"))
         app.get("/health")(self.health)
         app.get("/v1/models")(self.models)
         app.post("/v1/completions")(self.completions)

@@ -7,7 +7,8 @@ from moecoder.generate import SamplingParams, extract_code
 from moecoder.generate.prompts import (COMPLETION_STOP, humaneval_instruction, render_chat, strip_think,
                                        truncate_at_stop)
 
-FN = "def has_close_elements(numbers, threshold):\n    return any(abs(a - b) < threshold\n               for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+FN = ("def has_close_elements(numbers, threshold):\n    return any(abs(a - b) < threshold\n"
+      "               for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
 
 
 def run(code, entry_point="has_close_elements"):
@@ -46,8 +47,10 @@ def test_think_drafts_are_ignored_closed_open_or_started_in_the_prompt():
 def test_usage_examples_tests_and_main_guard_are_dropped_helpers_and_constants_kept():
     reply = ("```python\nimport functools\n\nLIMIT = 10\n\n\n@functools.lru_cache(maxsize=None)\n"
              "def fib(k):\n    # small helper\n    return k if k < 2 else fib(k - 1) + fib(k - 2)\n\n\n"
-             "class Box:\n    value = 1\n\n\ndef fib_sum(n):\n    return sum(fib(i) for i in range(min(n, LIMIT)))\n\n\n"
-             "result = fib_sum(5)\n# Test the function\nassert fib_sum(3) == 2\nfor n in range(3):\n    print(fib_sum(n))\n"
+             "class Box:\n    value = 1\n\n\n"
+             "def fib_sum(n):\n    return sum(fib(i) for i in range(min(n, LIMIT)))\n\n\n"
+             "result = fib_sum(5)\n# Test the function\nassert fib_sum(3) == 2\n"
+             "for n in range(3):\n    print(fib_sum(n))\n"
              "if __name__ == \"__main__\":\n    print(result)\n```")
     code = extract_code(reply, "fib_sum")
     assert code.endswith("def fib_sum(n):\n    return sum(fib(i) for i in range(min(n, LIMIT)))\n")
@@ -101,7 +104,8 @@ def test_a_models_own_template_is_used_and_bad_messages_are_refused():
 def test_completion_stop_sequences():
     completion = "    return 1\n\n\ndef other():\n    pass\n"
     assert truncate_at_stop(completion, COMPLETION_STOP) == ("    return 1\n\n", True)
-    assert truncate_at_stop("    x = 1\n    # fine, indented\n", COMPLETION_STOP) == ("    x = 1\n    # fine, indented\n", False)
+    indented = "    x = 1\n    # fine, indented\n"
+    assert truncate_at_stop(indented, COMPLETION_STOP) == (indented, False)
     assert truncate_at_stop("a\nprint(1)\n#x", COMPLETION_STOP) == ("a", True)
 
 
