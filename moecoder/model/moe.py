@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,6 +149,14 @@ def _grouped_mm_setup(ctx, inputs, output):
 grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
+@dataclass
+class RoutingStats:
+    """What the last forward of one MoE layer routed (a plain object: cheap to update on every step)."""
+
+    load: torch.Tensor | None = None  # [E] tokens per routed expert
+    aux_loss: torch.Tensor | None = None  # sequence-wise balance loss (training with aux_loss_alpha > 0)
+
+
 class MoE(nn.Module):
     """Routed experts (k of E per token, by the gate) plus shared experts on every token.
 
@@ -161,8 +171,7 @@ class MoE(nn.Module):
         self.experts = Experts(config.n_routed_experts, config.hidden_size, config.moe_intermediate_size)
         self.shared_experts = (MLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
                                if config.n_shared_experts else None)
-        self.last_load: torch.Tensor | None = None
-        self.last_aux_loss: torch.Tensor | None = None
+        self.stats = RoutingStats()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, H = x.shape
@@ -182,9 +191,9 @@ class MoE(nn.Module):
         out = (routed.view(-1, self.top_k, H) * weights.to(x.dtype)[..., None]).sum(dim=1).view(B, T, H)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
-        self.last_load = counts.detach()
-        self.last_aux_loss = (self._sequence_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
-                              if self.training and self.aux_alpha > 0 else None)
+        self.stats.load = counts.detach()
+        self.stats.aux_loss = (self._sequence_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+                               if self.training and self.aux_alpha > 0 else None)
         return out
 
     def _sequence_aux_loss(self, scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -196,11 +205,24 @@ class MoE(nn.Module):
         probability = (scores / scores.sum(-1, keepdim=True)).mean(dim=1)  # P_i
         return self.aux_alpha * (fraction * probability).sum(-1).mean()
 
+    @property
+    def last_load(self) -> torch.Tensor | None:
+        """Tokens per expert in the last forward (assignable, e.g. with a load summed over micro-batches)."""
+        return self.stats.load
+
+    @last_load.setter
+    def last_load(self, load: torch.Tensor) -> None:
+        self.stats.load = load
+
     @torch.no_grad()
-    def update_bias(self, rate: float) -> None:
-        """Aux-loss-free balancing: lower the bias of overloaded experts, raise it for underloaded ones."""
+    def update_bias(self, rate: float, load: torch.Tensor | None = None) -> None:
+        """Aux-loss-free balancing: lower the bias of overloaded experts, raise it for underloaded ones.
+
+        load [E] defaults to the last forward's; pass one summed over micro-batches or ranks instead.
+        """
         if self.gate.e_score_correction_bias is None:
             raise ValueError("update_router_bias needs topk_method='noaux_tc' (the router has no correction bias)")
-        if self.last_load is not None:
-            load = self.last_load.float()
+        load = self.stats.load if load is None else load
+        if load is not None:
+            load = load.float().to(self.gate.e_score_correction_bias.device)
             self.gate.e_score_correction_bias += rate * torch.sign(load.mean() - load)

@@ -103,20 +103,24 @@ class Transformer(nn.Module):
     # --- MoE training hooks ---------------------------------------------------------------------
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE layers' sequence-wise balance losses from the last training forward (0 if off)."""
-        losses = [moe.last_aux_loss for moe in self.moe_layers() if moe.last_aux_loss is not None]
+        losses = [moe.stats.aux_loss for moe in self.moe_layers() if moe.stats.aux_loss is not None]
         return torch.stack(losses).sum() if losses else torch.zeros((), device=self.lm_head.weight.device)
 
     def expert_load(self) -> torch.Tensor:
         """Tokens routed to each expert in the last forward: [n_moe_layers, n_routed_experts]."""
-        loads = [moe.last_load for moe in self.moe_layers() if moe.last_load is not None]
+        loads = [moe.stats.load for moe in self.moe_layers() if moe.stats.load is not None]
         if not loads:
             return torch.zeros(0, self.config.n_routed_experts or 0, dtype=torch.long)
         return torch.stack(loads)
 
-    def update_router_bias(self, rate: float) -> None:
-        """DeepSeek-V3's aux-loss-free balancing step: each bias moves by `rate` against its expert's load."""
-        for moe in self.moe_layers():
-            moe.update_bias(rate)
+    def update_router_bias(self, rate: float, load: torch.Tensor | None = None) -> None:
+        """DeepSeek-V3's aux-loss-free balancing step: each bias moves by `rate` against its expert's load.
+
+        load [n_moe_layers, E] defaults to expert_load() of the last forward; pass one accumulated over
+        micro-batches (and all-reduced over ranks) to update every rank identically.
+        """
+        for i, moe in enumerate(self.moe_layers()):
+            moe.update_bias(rate, None if load is None else load[i])
 
     # --- accounting -----------------------------------------------------------------------------
     def num_params(self, active: bool = False) -> int:

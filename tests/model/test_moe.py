@@ -96,6 +96,12 @@ def test_expert_load_aux_loss_and_bias_update():
     moved = model.moe_layers()[0].gate.e_score_correction_bias - bias_before
     mean = load[0].float().mean()
     assert torch.equal(torch.sign(moved), torch.sign(mean - load[0].float()))  # against each expert's load
+    summed = torch.zeros(2, 8)
+    summed[:, 5] = 100.0  # an accumulated load given explicitly: only expert 5 is overloaded
+    before = model.moe_layers()[1].gate.e_score_correction_bias.clone()
+    model.update_router_bias(0.01, load=summed)
+    moved = model.moe_layers()[1].gate.e_score_correction_bias - before
+    assert moved[5] < 0 and (moved[torch.arange(8) != 5] > 0).all()
 
 
 def test_aux_loss_free_bias_update_balances_a_skewed_router():
