@@ -101,24 +101,31 @@ class EvalRun:
     def run(self) -> dict[str, dict]:
         """Returns {benchmark: harness summary} for the benchmarks of this invocation."""
         from moecoder.bench.datasets import load_benchmark
-        from moecoder.generate import make_backend
+        from moecoder.report.html import write_report
 
         settings = self.settings
         benchmarks = {name: load_benchmark(name, settings.datasets.get(name)) for name in settings.benchmarks}
         manifest = self._start_manifest(benchmarks)
-        backend = make_backend(settings.model, base_url=settings.base_url, **settings.backend_options)
-        try:
-            for name, benchmark in benchmarks.items():
-                self._generate(backend, name, self._tasks(benchmark))
-            manifest["model"] = backend.describe()
-        finally:
-            backend.close()
-        summaries = {name: self._evaluate(name, self._tasks(benchmark)) for name, benchmark in benchmarks.items()}
+        stores = {name: SampleFile(samples_path(self.out, name), settings.n) for name in benchmarks}
+        pending = {name: [t for t in self._tasks(b) if not stores[name].done(t.task_id)] for name, b in benchmarks.items()}
+        if any(pending.values()):  # a finished run is re-evaluated without loading the model again
+            manifest["model"] = self._generate_all(pending, stores, manifest.get("model", {}))
+        summaries = {name: self._evaluate(name, stores[name], self._tasks(b)) for name, b in benchmarks.items()}
         self._finish_manifest(manifest, summaries)
-        from moecoder.report.html import write_report
-
         write_report(self.out)
         return summaries
+
+    def _generate_all(self, pending: dict[str, list], stores: dict[str, SampleFile], described: dict) -> dict:
+        """Generate every missing sample; returns the backend's description, merged over an earlier one."""
+        from moecoder.generate import make_backend
+
+        backend = make_backend(self.settings.model, base_url=self.settings.base_url, **self.settings.backend_options)
+        try:
+            for name, tasks in pending.items():
+                self._generate(backend, name, tasks, stores[name])
+            return {**described, **{k: v for k, v in backend.describe().items() if v is not None}}
+        finally:
+            backend.close()
 
     def _tasks(self, benchmark) -> list:
         return benchmark.tasks[: self.settings.limit] if self.settings.limit else list(benchmark.tasks)
@@ -149,16 +156,12 @@ class EvalRun:
         manifests.write_json_atomic(self.manifest_path, manifest)
         return manifest
 
-    def _generate(self, backend, name: str, tasks: list) -> None:
-        """Generate the samples still missing for one benchmark, recording each task as it finishes."""
+    def _generate(self, backend, name: str, pending: list, store: SampleFile) -> None:
+        """Generate one benchmark's missing samples, recording each task as soon as it is finished."""
         prompter = Prompter(self.settings.mode, name)
         params = self.settings.sampling(prompter.stop)
-        store = SampleFile(samples_path(self.out, name), self.settings.n)
-        pending = [task for task in tasks if not store.done(task.task_id)]
         with _progress(self.console) as progress:
-            bar = progress.add_task(f"generating {name}", total=len(tasks), completed=len(tasks) - len(pending))
-            if not pending:
-                return
+            bar = progress.add_task(f"generating {name}", total=len(pending))
 
             def record(index: int, outputs: list[str]) -> None:
                 task = pending[index]
@@ -174,10 +177,10 @@ class EvalRun:
         if missing:
             raise UserError(f"the backend returned no samples for {len(missing)} {name} tasks (e.g. {missing[0]})")
 
-    def _evaluate(self, name: str, tasks: list) -> dict:
+    def _evaluate(self, name: str, store: SampleFile, tasks: list) -> dict:
         from moecoder.bench import evaluate_samples
 
-        samples = SampleFile(samples_path(self.out, name), self.settings.n).rows([task.task_id for task in tasks])
+        samples = store.rows([task.task_id for task in tasks])
         self.console.print(f"evaluating {len(samples)} {name} samples in the sandbox")
         rows, summary = evaluate_samples(name, samples, dataset=self.settings.datasets.get(name),
                                          k=self.settings.ks(), workers=self.settings.workers, progress=True)

@@ -64,6 +64,12 @@ def test_eval_chat_end_to_end(tmp_path, env, tasks):
     assert manifest["packages"]["moecoder"] and manifest["machine"]["cpu_count"]
     assert "pass@1 50.0%" in (out / "report.html").read_text()
 
+    # Finished: the same command re-evaluates what is stored and never needs the model again.
+    again = run_eval(env, "http://127.0.0.1:9/v1", out)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == last
+    assert json.loads((out / "manifest.json").read_text())["model"]["revision"] == "stub-1"
+
 
 def test_eval_completion_mode_cuts_at_stop_sequences(tmp_path, env, tasks):
     with StubOpenAIServer(tasks) as server:
