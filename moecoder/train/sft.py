@@ -158,7 +158,7 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     runtime = init_runtime()
     tokenizer = load_tokenizer(model_dir)
     if data is None:
-        train, heldout = builtin_conversations(source, mbpp_path, decontaminate, log=log if runtime.is_main else print)
+        train, heldout = builtin_conversations(source, mbpp_path, decontaminate, log=log if runtime.is_main else (lambda _: None))
     else:
         train, heldout = split_conversations(read_sft_jsonl(data), 0.05)
     if not train:
