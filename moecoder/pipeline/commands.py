@@ -34,6 +34,16 @@ def _parse_ks(value: str | None) -> tuple[int, ...] | None:
         raise UserError(f"--k {value!r}: expected comma-separated integers such as 1,10") from None
 
 
+def _backend_options(model: str, batch_size: int | None, concurrency: int | None) -> dict:
+    remote = model.startswith("openai:")
+    if batch_size is not None and remote:
+        raise UserError("--batch-size applies to native: and hf: models; for openai: use --concurrency")
+    if concurrency is not None and not remote:
+        raise UserError("--concurrency applies to openai: models; for native: and hf: use --batch-size")
+    options = {"batch_size": batch_size, "concurrency": concurrency}
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def eval_command(
     model: str = typer.Option(..., "--model", help="native:PATH, hf:NAME_OR_PATH or openai:MODEL (with --base-url)."),
     benchmark: str = typer.Option("humaneval", "--benchmark", help="Comma-separated: humaneval, humaneval+, mbpp."),
@@ -48,7 +58,9 @@ def eval_command(
     limit: int = typer.Option(None, "--limit", help="Only the first N tasks of each benchmark (smoke tests)."),
     dataset: list[str] = typer.Option([], "--dataset", help="BENCHMARK=PATH: a local copy of a dataset (repeatable)."),
     k: str = typer.Option(None, "--k", help="pass@k values, e.g. 1,10 (default: 1,10,100 where -n allows)."),
-    workers: int = typer.Option(None, "--workers", help="Sandbox workers (default: CPU count)."),
+    workers: int = typer.Option(None, "--workers", help="Sandbox workers (default: the harness's choice)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="native:/hf: prompts generated together (default 8)."),
+    concurrency: int = typer.Option(None, "--concurrency", help="openai: requests in flight at once (default 16)."),
 ) -> None:
     """Generate completions for a benchmark, run them in the sandbox, write results, summary and report.html.
 
@@ -62,6 +74,7 @@ def eval_command(
             model=model, benchmarks=[b.strip() for b in benchmark.split(",") if b.strip()], out=out, mode=mode,
             n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
             base_url=base_url, limit=limit, datasets=_parse_datasets(dataset), k=_parse_ks(k), workers=workers,
+            backend_options=_backend_options(model, batch_size, concurrency),
         )
         run = EvalRun(settings)
         try:

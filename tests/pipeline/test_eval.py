@@ -73,7 +73,7 @@ def test_eval_chat_end_to_end(tmp_path, env, tasks):
 
 def test_eval_completion_mode_cuts_at_stop_sequences(tmp_path, env, tasks):
     with StubOpenAIServer(tasks) as server:
-        done = run_eval(env, server.base_url, tmp_path / "run", "--mode", "completion")
+        done = run_eval(env, server.base_url, tmp_path / "run", "--mode", "completion", "--concurrency", "2")
     assert done.returncode == 0, done.stderr
     rows = sample_rows(tmp_path / "run")
     assert all("print(" not in row["completion"] for row in rows)
