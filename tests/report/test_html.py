@@ -84,3 +84,12 @@ def test_report_training_section_and_notes(tmp_path, browser):
 
 def test_load_imbalance():
     assert load_imbalance([[5, 5, 5, 5], [8, 0, 0, 0]]) == [0.0, 3.0]
+
+
+def test_grid_with_several_samples_per_task(tmp_path, browser):
+    verdicts = {"HumanEval/0": ["passed", "passed"], "HumanEval/1": ["passed", "failed: x"],
+                "HumanEval/2": ["timed out", "timed out"], "HumanEval/3": ["failed: x", "timed out"]}
+    b = open_report(browser, write_report(write_run(tmp_path / "run", "humaneval", verdicts)))
+    statuses = [c.get_attribute("data-status") for c in b.find_elements(By.CSS_SELECTOR, "#grid-humaneval .cell")]
+    assert statuses == ["passed", "partial", "timed out", "failed"]
+    assert b.find_element(By.ID, "score-humaneval").text == "pass@1 37.5%"
