@@ -181,8 +181,7 @@ def mbpp_texts(path: str | os.PathLike | None = None) -> list[str]:
     except ImportError as exc:
         raise UserError("decontamination against MBPP needs moecoder.bench.datasets or an mbpp.jsonl path "
                         "(mbpp_path=...)") from exc
-    tasks = load_benchmark("mbpp").tasks
-    return [task.prompt + "\n" + getattr(task, "canonical_solution", "") for task in tasks]
+    return [task.prompt + "\n" + task.reference for task in load_benchmark("mbpp").tasks]
 
 
 def benchmark_texts(humaneval_path=None, mbpp_path=None) -> list[str]:

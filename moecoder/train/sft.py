@@ -110,7 +110,7 @@ def as_messages(example: dict) -> list[dict]:
     return [{"role": "user", "content": example["instruction"]}, {"role": "assistant", "content": example["output"]}]
 
 
-def builtin_conversations(source=None, mbpp_path=None, decontaminate: bool = True, heldout_fraction: float = 0.05,
+def builtin_conversations(source=None, mbpp_path=None, decontaminate: bool = True, heldout_fraction: float = 0.02,
                           log: Callable[[str], None] = print) -> tuple[list[list[dict]], list[list[dict]]]:
     """(train, held-out) conversations from a corpus; held-out ones come from files kept out of training."""
     corpus = build_corpus(source, decontaminate=decontaminate, mbpp_path=mbpp_path,
@@ -158,7 +158,9 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     runtime = init_runtime()
     tokenizer = load_tokenizer(model_dir)
     if data is None:
-        train, heldout = builtin_conversations(source, mbpp_path, decontaminate, log=log if runtime.is_main else (lambda _: None))
+        # Same held-out fraction as pre-training: the split hashes paths, so the same files stay held out.
+        train, heldout = builtin_conversations(source, mbpp_path, decontaminate, cfg.heldout_fraction,
+                                               log=log if runtime.is_main else (lambda _: None))
     else:
         train, heldout = split_conversations(read_sft_jsonl(data), 0.05)
     if not train:
