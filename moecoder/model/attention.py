@@ -84,7 +84,8 @@ class MultiHeadLatentAttention(nn.Module):
         self.n_heads, self.rank, self.rope_dim = c.num_attention_heads, c.kv_lora_rank, c.qk_rope_head_dim
         self.nope_dim, self.v_dim, self.interleaved = c.qk_nope_head_dim, c.v_head_dim, c.rope_interleave
         q_out = self.n_heads * c.qk_head_dim
-        if c.q_lora_rank is None:
+        self.q_lora = c.q_lora_rank is not None
+        if not self.q_lora:
             self.q_proj = nn.Linear(c.hidden_size, q_out, bias=False)
         else:
             self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, bias=c.attention_bias)
@@ -101,7 +102,7 @@ class MultiHeadLatentAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache: LayerCache | None = None, start: int = 0):
         B, T, _ = x.shape
-        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if self.q_lora else self.q_proj(x)
         q_nope, q_pe = q.view(B, T, self.n_heads, -1).split([self.nope_dim, self.rope_dim], dim=-1)
         q_pe = apply_rotary(q_pe, cos, sin, self.interleaved)
         latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.rank, self.rope_dim], dim=-1)
@@ -125,10 +126,10 @@ class MultiHeadLatentAttention(nn.Module):
     def _absorbed(self, q_nope, q_pe, cached, mask):
         """Inference form: q_nope.W_uk scores against the cached latent, W_uv applied after attention."""
         w = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.rank)
-        q_latent = torch.einsum("bthd,hdc->bhtc", q_nope, w[:, :self.nope_dim])
+        q_latent = q_nope.transpose(1, 2) @ w[:, :self.nope_dim]  # [B, H, T, nope] @ [H, nope, C]
         q = torch.cat((q_latent, q_pe.transpose(1, 2)), dim=-1)  # [B, H, T, C+R]
         kv = cached[:, None]  # [B, 1, S, C+R]: one latent "head" broadcast to all query heads, never copied
         scores = (q @ kv.transpose(-1, -2)).float() * self.scale  # [B, H, T, S]
         probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(q.dtype)
         out_latent = probs @ kv[..., :self.rank]  # [B, H, T, C]
-        return torch.einsum("bhtc,hvc->bthv", out_latent, w[:, self.nope_dim:])
+        return (out_latent @ w[:, self.nope_dim:].transpose(1, 2)).transpose(1, 2)  # [B, T, H, v_dim]
