@@ -53,9 +53,17 @@ _built: dict[str, Path] = {}
 
 
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """The tiny checkpoint, built once per test session (tests/generate and tests/serve share it)."""
+    """The tiny checkpoint, built once per test session (tests/generate and tests/serve share it), on one
+    intra-op thread: a model this small gains nothing from more, and on a busy 2-core machine they only spin."""
+    import torch
+
     if "path" not in _built:
-        _built["path"] = build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _built["path"] = build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+        finally:
+            torch.set_num_threads(threads)
     return _built["path"]
 
 

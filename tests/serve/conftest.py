@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generate"))
 from tiny_model import moecoder_serve, tiny_checkpoint  # noqa: E402
@@ -12,12 +11,7 @@ from tiny_model import moecoder_serve, tiny_checkpoint  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the server process
-    try:
-        return tiny_checkpoint(tmp_path_factory)
-    finally:
-        torch.set_num_threads(threads)
+    return tiny_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
