@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from moecoder.errors import exit_on_user_error
+
+# Options both commands share.
+Steps = Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides the config; 0 = no step limit).")]
+Minutes = Annotated[Optional[float], typer.Option(help="Time budget in minutes (overrides the config).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")]
+Overrides = Annotated[list[str], typer.Option("--set", help="TrainConfig override key=value, e.g. lr=3e-4 or "
+                                              "model.hidden_size=128 (repeatable).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +24,10 @@ def register(app: typer.Typer) -> None:
                                               "(keys of moecoder.train.TrainConfig; its model table holds ModelConfig fields)."),
         out: Path = typer.Option(Path("runs/pretrain"), "--out", "-o", help="Run directory (data, checkpoints, "
                                  "train_log.jsonl, summary.json, model/)."),
-        steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides the config)."),
-        minutes: Optional[float] = typer.Option(None, help="Wall-clock budget in minutes (overrides the config)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
-        overrides: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. lr=3e-4 or "
-                                            "model.hidden_size=128 (repeatable)."),
+        steps: Steps = None,
+        minutes: Minutes = None,
+        resume: Resume = False,
+        overrides: Overrides = [],
     ):
         """Pre-train a model (next-token + fill-in-the-middle) on a deduplicated, decontaminated code corpus.
 
@@ -43,14 +49,13 @@ def register(app: typer.Typer) -> None:
                                             "{messages}; default: the built-in set derived from the stdlib."),
         out: Path = typer.Option(Path("runs/sft"), "--out", "-o", help="Run directory; the tuned model goes "
                                  "to OUT/model."),
-        steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 200)."),
-        minutes: Optional[float] = typer.Option(None, help="Wall-clock budget in minutes."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+        steps: Steps = None,
+        minutes: Minutes = None,
+        resume: Resume = False,
         mbpp: Optional[Path] = typer.Option(None, help="Local mbpp.jsonl for decontaminating the built-in set."),
-        overrides: list[str] = typer.Option([], "--set", help="TrainConfig override key=value, e.g. lr=1e-4, "
-                                            "seq_len=1024 (repeatable)."),
+        overrides: Overrides = [],
     ):
-        """Instruction-tune with the DeepSeek-Coder instruct template; loss on response tokens only."""
+        """Instruction-tune with the DeepSeek-Coder instruct template; loss on response tokens only (default 200 steps)."""
         with exit_on_user_error():
             from moecoder.train.config import parse_overrides
             from moecoder.train.sft import sft as run_sft

@@ -149,6 +149,8 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     from moecoder.train.pretrain import build_model, coerce_config
 
     out = Path(out_dir)
+    if resume and not (out / "checkpoints" / "latest").is_file():
+        raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
     if not resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it or choose another directory")
     if not Path(model_dir, "config.json").is_file():
