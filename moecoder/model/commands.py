@@ -36,13 +36,21 @@ def register(app: typer.Typer) -> None:
             if tokens is not None:
                 result["gpu_hours"] = accounting.gpu_hours(cfg, tokens, gpu, mfu, seq_len)
             print(f"{config}  ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
-            print(f"  total params            {result['total_params'] / 1e9:10.3f} B")
-            print(f"  active params / token   {result['active_params'] / 1e9:10.3f} B  (input embedding not counted)")
-            print(f"  train FLOPs / token     {result['train_flops_per_token'] / 1e9:10.1f} G  (seq_len {seq_len})")
-            print(f"  infer FLOPs / token     {result['infer_flops_per_token'] / 1e9:10.1f} G")
-            print(f"  KV cache / token        {result['kv_cache_bytes_per_token'] / 1024:10.1f} KiB ({kv_dtype})")
+            print(f"  total params            {_human(result['total_params'])}")
+            print(f"  active params / token   {_human(result['active_params'])}  (input embedding not counted)")
+            print(f"  train FLOPs / token     {_human(result['train_flops_per_token'], 'G')}  (seq_len {seq_len})")
+            print(f"  infer FLOPs / token     {_human(result['infer_flops_per_token'], 'G')}")
+            print(f"  KV cache bytes / token  {_human(result['kv_cache_bytes_per_token'])}  ({kv_dtype})")
             if tokens is not None:
-                print(f"  {gpu.upper()} GPU-hours        {result['gpu_hours'] / 1e6:10.3f} M  "
+                print(f"  {gpu.upper()} GPU-hours         {_human(result['gpu_hours'])}  "
                       f"({tokens:.3g} tokens at MFU {mfu:.3f})")
             if as_json:
                 print(json.dumps(result))
+
+
+def _human(value: float, billion: str = "B") -> str:
+    """1234567 -> '1.235 M' (K, M, B or G, T)."""
+    for scale, unit in ((1e12, "T"), (1e9, billion), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:10.3f} {unit}"
+    return f"{value:10.0f}"
