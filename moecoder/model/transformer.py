@@ -56,7 +56,7 @@ class Transformer(nn.Module):
     def init_weights(self, std: float = 0.02) -> None:
         """Normal(0, std) matrices, unit norms, zero biases (as transformers initialises these models)."""
         for name, param in self.named_parameters():
-            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+            if name.endswith("norm.weight"):  # every RMSNorm (layernorms and the final norm)
                 nn.init.ones_(param)
             elif name.endswith(".bias"):
                 nn.init.zeros_(param)
