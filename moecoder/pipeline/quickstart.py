@@ -148,11 +148,11 @@ class Quickstart:
             "corpus": f"{data.report['kept']} training files, {data.report['heldout']} held-out files "
                       f"({data.report['train_tokens']:,} tokens); removed: "
                       + ", ".join(f"{k} {v}" for k, v in data.report["removed"].items()),
-            "pre-training": f"{pre['steps']} steps, {pre['tokens']:,} tokens, {pre['elapsed_s']:.0f}s; "
+            "pre-training": f"{_count(pre['steps'], 'step')}, {pre['tokens']:,} tokens, {pre['elapsed_s']:.0f}s; "
                             f"loss {pre['first_loss']:.2f} → {pre['final_loss']:.2f}",
             "held-out loss (pre-training, files kept out of training)":
                 f"{pre['heldout_loss']:.3f} nats/token (perplexity {pre['heldout_ppl']:.1f})" if "heldout_loss" in pre else "n/a",
-            "instruction tuning": f"{sft_summary['steps']} steps, {sft_summary['elapsed_s']:.0f}s; "
+            "instruction tuning": f"{_count(sft_summary['steps'], 'step')}, {sft_summary['elapsed_s']:.0f}s; "
                                   f"loss {sft_summary['first_loss']:.2f} → {sft_summary['final_loss']:.2f}",
             "held-out loss (SFT responses)":
                 f"{sft_summary['heldout_loss']:.3f} nats/token" if "heldout_loss" in sft_summary else "n/a",
@@ -206,6 +206,10 @@ class Quickstart:
         for label, path in where:
             self.console.print(f"{label:<45} {path}")
         self.console.print(f"total time {time.monotonic() - self.started:.0f}s")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _share(count: int, total: int) -> str:
