@@ -224,11 +224,11 @@ def _published_section(benchmark: str, summary: dict) -> str:
     p1 = summary.get("pass_at_k", {}).get("pass@1")
     if not published or not p1:
         return ""
-    rows = [[name, f"{score:.1f}%"] for name, score in published]
-    rows.append(["this run", f"{_pct(p1['value'])} (95% CI {_pct(p1['ci95'][0])} – {_pct(p1['ci95'][1])})"])
-    order = sorted(range(len(rows)), key=lambda i: float(rows[i][1].split("%")[0]), reverse=True)
-    rows = [rows[i] for i in order]
-    classes = ["this-run" if row[0] == "this run" else "" for row in rows]
+    this_run = ("this run", 100 * p1["value"], f"{_pct(p1['value'])} (95% CI {_pct(p1['ci95'][0])} – {_pct(p1['ci95'][1])})")
+    ranked = sorted([(name, score, f"{score:.1f}%") for name, score in published] + [this_run],
+                    key=lambda row: row[1], reverse=True)
+    rows = [[name, text] for name, _, text in ranked]
+    classes = ["this-run" if row is this_run else "" for row in ranked]
     return (
         "<h3>Beside DeepSeek-Coder's published numbers</h3>"
         "<p>Published figures are greedy pass@1 from the DeepSeek-Coder papers (base models prompted in "
