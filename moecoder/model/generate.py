@@ -60,15 +60,26 @@ def _ends_with(tokens: torch.Tensor, stops: list[list[int]]) -> torch.Tensor:
     return hit
 
 
+def next_token_logits(model, tokens: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+    """One decoding step: tokens [B, 1] -> logits [B, vocab] (the function `compile=` compiles)."""
+    return model(tokens, cache=cache)[:, -1]
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
              stop: list[list[int]] | None = None, eos_token_id: int | list[int] | None = None,
-             attention_mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+             attention_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             compile: bool | str = False) -> torch.Tensor:
     """Prompt ids [B, T] (left-padded where attention_mask is 0) -> [B, T + n] with n <= max_new_tokens.
 
     A row stops at eos_token_id or when its new ids end with a `stop` id sequence; finished rows are padded
     with the (first) eos id, or the config's pad id, while others go on, like transformers' generate.
+    compile=True (or a torch.compile backend name) compiles the decoding step: one graph with a dynamic
+    cache length, compiled once per process (dynamo caches it), worth it for long or repeated generation.
     """
+    decode = next_token_logits
+    if compile:
+        decode = torch.compile(next_token_logits, dynamic=True, backend="inductor" if compile is True else compile)
     was_training = model.training
     model.eval()
     B, T = input_ids.shape
@@ -88,6 +99,6 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
             done |= _ends_with(new, stop)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        logits = model(token[:, None], cache=cache)[:, -1]
+        logits = decode(model, token[:, None], cache)
     model.train(was_training)
     return torch.cat((input_ids, new), dim=1)

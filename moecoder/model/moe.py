@@ -83,6 +83,18 @@ class Experts(nn.Module):
         gate, up = grouped_mm(x, self.w13, offsets).chunk(2, dim=-1)
         return grouped_mm(F.silu(gate) * up, self.w2, offsets)
 
+    def few_tokens(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Decoding: x [N, hidden] through each token's k experts, ids [N, k] -> [N*k, hidden].
+
+        Eager: one product per (token, expert) with the weights in place (a grouped matmul would walk all E
+        groups, most of them empty). Compiled: one batched matmul on gathered weights, no Python loop.
+        """
+        if torch.compiler.is_compiling():
+            rows = x.repeat_interleave(ids.shape[1], dim=0)[:, None]  # [N*k, 1, hidden]
+            gate, up = torch.bmm(rows, self.w13[ids.flatten()]).chunk(2, dim=-1)
+            return torch.bmm(F.silu(gate) * up, self.w2[ids.flatten()])[:, 0]
+        return torch.cat([self.expert(e, x[t:t + 1]) for t, row in enumerate(ids.tolist()) for e in row])
+
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e alone on x [M, hidden], its weights used in place."""
         gate, up = (x @ self.w13[e]).chunk(2, dim=-1)
@@ -177,12 +189,11 @@ class MoE(nn.Module):
         B, T, H = x.shape
         flat = x.reshape(-1, H)
         weights, ids, scores = self.gate(flat)  # [N, k]
-        counts = torch.bincount(ids.flatten(), minlength=self.n_experts)
-        if flat.shape[0] * self.top_k <= self.n_experts and not torch.compiler.is_compiling():
-            # Few tokens (decoding): each through its k experts directly; a grouped matmul would walk
-            # all E groups, most of them empty.
-            routed = torch.cat([self.experts.expert(e, flat[t:t + 1]) for t, row in enumerate(ids.tolist())
-                                for e in row])
+        flat_ids = ids.flatten()  # tokens per expert, with a static shape (bincount's would depend on data)
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=ids.device).index_add_(
+            0, flat_ids, torch.ones_like(flat_ids))
+        if flat.shape[0] * self.top_k <= self.n_experts:
+            routed = self.experts.few_tokens(flat, ids)
         else:
             # Sort the N*k (token, expert) pairs by expert so each expert's tokens are contiguous.
             order = ids.flatten().argsort(stable=True)

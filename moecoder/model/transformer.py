@@ -137,10 +137,11 @@ class Transformer(nn.Module):
         return [block.self_attn.new_cache(batch, length, dtype, self.lm_head.weight.device) for block in self.layers]
 
     def generate(self, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, stop=None, eos_token_id=None,
-                 attention_mask=None, generator=None):
+                 attention_mask=None, generator=None, compile=False):
         """Prompt + up to max_new_tokens new ids [B, T+N] (see moecoder.model.generate.generate)."""
         from moecoder.model.generate import generate
 
         return generate(self, input_ids, max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
-                        eos_token_id=eos_token_id, attention_mask=attention_mask, generator=generator)
+                        eos_token_id=eos_token_id, attention_mask=attention_mask, generator=generator,
+                        compile=compile)
 

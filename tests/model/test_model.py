@@ -76,3 +76,12 @@ def test_sampling_is_seeded_and_top_p_restricts_choices():
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
     # top_p tiny -> only the most likely token survives: sampling equals greedy.
     assert torch.equal(run(3, top_p=1e-6), model.generate(prompt, 6))
+
+
+def test_compiled_decoding_step_gives_the_same_tokens():
+    """generate(compile=...) traces the decoding step (static cache, dynamic length) without breaking it."""
+    torch.manual_seed(0)
+    model = Transformer(tiny()).eval()
+    prompt = torch.randint(0, 64, (2, 5))
+    want = model.generate(prompt, 6)
+    assert torch.equal(model.generate(prompt, 6, compile="aot_eager"), want)
