@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU time sums over threads)")
     parser.add_argument("--wall", action="store_true", help="time with the wall clock instead of CPU time")
     parser.add_argument("--compile", action="store_true",
-                        help="also time our training step under torch.compile (inductor; compiling takes minutes)")
+                        help="also time our training step and decoding step under torch.compile (inductor)")
     parser.add_argument("--scaling", default="8,16,32,64,128", help="routed expert counts for the table ('' = skip)")
     args = parser.parse_args()
     global CLOCK
@@ -124,8 +124,8 @@ def main() -> None:
     prompt = torch.randint(0, SMALL_V2["vocab_size"], (1, args.prompt))
     out = {}
 
-    def ours_decode(p):
-        out["ours"] = ours.generate(p, max_new_tokens=args.new_tokens)
+    def ours_decode(p, compile=False):
+        out["ours"] = ours.generate(p, max_new_tokens=args.new_tokens, compile=compile)
 
     def theirs_decode(p):
         with torch.no_grad():
@@ -138,6 +138,15 @@ def main() -> None:
           f"transformers {n / d_theirs:.0f} tok/s")
     print(f"decoding speed-up: {d_theirs / d_ours:.2f}x (target >= 2x)")
     print(f"greedy tokens equal: {torch.equal(out['ours'], out['theirs'])}")
+    if args.compile:
+        start = time.perf_counter()
+        ours_decode(prompt, compile=True)
+        print(f"torch.compile of our decoding step took {time.perf_counter() - start:.0f} s (wall)")
+        d_compiled, d_theirs = alternate(lambda p: ours_decode(p, compile=True), theirs_decode, (prompt,),
+                                         args.decode_repeats)
+        print(f"greedy decoding, ours compiled: {n / d_compiled:.0f} tok/s, transformers eager "
+              f"{n / d_theirs:.0f} tok/s: speed-up {d_theirs / d_compiled:.2f}x, "
+              f"tokens equal: {torch.equal(out['ours'], out['theirs'])}")
 
 
     ids = torch.randint(0, SMALL_V2["vocab_size"], (args.batch, args.seq))

@@ -76,6 +76,10 @@ class Executor:
             try:
                 if worker is None:
                     worker = Worker(self.isolation, self.limits)
+            except BaseException as exc:  # a worker that cannot start: stop the run, loudly
+                results.put((index, RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}")))
+                continue
+            try:
                 results.put((index, self._run_one(worker, index, job, tests)))
             except WorkerDied as exc:
                 # The program killed or stopped its zygote: its own failure; the next job gets a fresh worker.
@@ -85,7 +89,7 @@ class Executor:
                 results.put((index, {"outcome": "timed out" if stopped else "failed",
                                      "reason": None if stopped else "the sandbox worker was killed",
                                      "cpu_seconds": None}))
-            except BaseException as exc:  # a worker that cannot start: stop the run, loudly
+            except BaseException as exc:  # a harness bug: stop the run, loudly
                 results.put((index, exc))
         if worker is not None:
             worker.close()

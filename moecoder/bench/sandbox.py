@@ -63,6 +63,7 @@ def _bwrap_command(limits: Limits, control: tuple[int, int]) -> list[str]:
         "--remount-ro", "/dev",  # no writable /dev/shm
         "--proc", "/proc",
         "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
+        *_python_under_tmp(),
         "--clearenv",
         "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
         "--setenv", "HOME", "/tmp",
@@ -73,12 +74,22 @@ def _bwrap_command(limits: Limits, control: tuple[int, int]) -> list[str]:
     ]
 
 
+def _python_under_tmp() -> list[str]:
+    """Read-only binds for an interpreter installed under /tmp, which the private tmpfs would hide."""
+    binds = []
+    for path in sorted({sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}):
+        if path == "/tmp" or path.startswith("/tmp/"):
+            binds += ["--ro-bind", path, path]
+    return binds
+
+
 def _zygote_command(control: tuple[int, int], isolation: str) -> list[str]:
-    return [sys.executable, "-I", "-B", str(ZYGOTE), str(control[0]), str(control[1]), isolation]
+    # The source goes on the command line: the sandbox's private /tmp may hide where moecoder is installed.
+    return [sys.executable, "-I", "-B", "-c", ZYGOTE.read_text(), str(control[0]), str(control[1]), isolation]
 
 
 class WorkerDied(Exception):
-    """The zygote exited or stopped answering (e.g. a program killed it)."""
+    """The zygote exited or stopped answering (e.g. a program killed it), or never started."""
 
 
 class Worker:

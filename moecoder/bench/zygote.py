@@ -1,6 +1,6 @@
 """The sandbox side of the harness: a warm "zygote" that forks one fresh child per program.
 
-Run as a standalone script (`python -I zygote.py CTRL_IN CTRL_OUT ISOLATION`) inside the
+Run as a standalone script (`python -I -c "$(cat zygote.py)" CTRL_IN CTRL_OUT ISOLATION`) inside the
 sandbox; it imports only the standard library, never moecoder. Start-up (interpreter,
 imports) is paid once per worker; each program then costs one fork.
 
@@ -27,6 +27,7 @@ import base64
 import copy
 import ctypes
 import errno
+import functools
 import gc
 import json
 import os
@@ -56,6 +57,25 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------- child side
 
 
+PLAIN_TYPES = frozenset({int, float, bool, str, bytes, complex, type(None), list, tuple, dict, set, frozenset})
+
+
+def _plain(value) -> bool:
+    """Built of built-in types only: no program-defined __eq__ that answers True to everything."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind not in PLAIN_TYPES:
+            return False
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind in (list, tuple, set, frozenset):
+            stack.extend(item)
+    return True
+
+
 def _is_floats(value) -> bool:
     if isinstance(value, float):
         return True
@@ -72,13 +92,15 @@ def _close(actual, expected, atol: float, rtol: float = 1e-7) -> bool:
 
 
 def _poly(xs, x):
-    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
+    return sum(coeff * x ** i for i, coeff in enumerate(xs))
 
 
 def _output_matches(output, expected, args, atol: float, oracle) -> bool:
     """HumanEval+'s comparison: exact, else float closeness with atol (1e-6 when atol is 0)."""
+    if not _plain(output):
+        return False
     if oracle == "find_zero":  # any root will do; the reference's own Newton loop stops at 1e-5
-        return abs(_poly(*args, output)) <= (atol or 1e-6)
+        return isinstance(output, (int, float)) and abs(_poly(*args, output)) <= (atol or 1e-6)
     if output == expected:
         return True
     if atol == 0 and _is_floats(expected):
@@ -93,46 +115,64 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _run_code_tests(namespace, tests, details):
+def _undoers(module_globals: dict) -> tuple:
+    """Callables that put back every name a program rebinds in `builtins` or in this module.
+
+    A program shares this interpreter: it can rebind `builtins.exec` or `__main__._output_matches`.
+    The undoers are partials of built-in dict methods, which no program can rebind or re-code, and
+    run between every test and the harness's next step. A program can also swap one of our
+    functions' `__code__`; `_child` checks those by identity at the end. Memory pokes through
+    ctypes remain possible: the sandbox bounds what such a program can reach.
+    """
+    import builtins
+
+    return tuple(functools.partial(space.update, dict(space)) for space in (builtins.__dict__, module_globals))
+
+
+def _run_code_tests(namespace, tests, details, undoers):
     """Execute setup then each test unit; stop at the first failure unless `details`."""
     exec(tests["setup"], namespace)
+    for undo in undoers:
+        undo()
     results = []
     for unit in tests["units"]:
         try:
             exec(unit, namespace)
             results.append(True)
         except Exception as exc:
-            if not details:
-                return "failed", _describe(exc), None
             results.append(_describe(exc))
-    return _summarize(results)
+        for undo in undoers:
+            undo()
+        if results[-1] is not True and not details:
+            break
+    return results
 
 
-def _run_io_tests(namespace, tests, details, collect):
+def _run_io_tests(namespace, tests, details, undoers):
     entry_point = namespace.get(tests["entry_point"])
     if not callable(entry_point):
-        return "failed", f"NameError: {tests['entry_point']} is not defined", None
-    if collect:
-        return "collected", None, [entry_point(*copy.deepcopy(args)) for args in tests["inputs"]]
+        return [f"NameError: {tests['entry_point']} is not defined"]
     results = []
     for number, (args, expected) in enumerate(zip(tests["inputs"], tests["expected"])):
         try:
             output = entry_point(*copy.deepcopy(args))
+            for undo in undoers:
+                undo()
             ok = _output_matches(output, expected, args, tests["atol"], tests["oracle"])
-            reason = f"wrong output on test {number}"
+            results.append(True if ok else f"wrong output on test {number}")
         except Exception as exc:
-            ok, reason = False, f"{_describe(exc)} on test {number}"
-        if not ok and not details:
-            return "failed", reason, None
-        results.append(True if ok else reason)
-    return _summarize(results)
+            for undo in undoers:
+                undo()
+            results.append(f"{_describe(exc)} on test {number}")
+        if results[-1] is not True and not details:
+            break
+    return results
 
 
-def _summarize(results):
-    failures = [r for r in results if r is not True]
-    if failures:
-        return "failed", failures[0], [r is True for r in results]
-    return "passed", None, [True] * len(results)
+def _collect_outputs(namespace, tests):
+    """The reference solution's outputs, each call on a fresh copy (a solution may mutate its input)."""
+    entry_point = namespace[tests["entry_point"]]
+    return [entry_point(*copy.deepcopy(args)) for args in tests["inputs"]]
 
 
 def _set_limits(limits) -> None:
@@ -168,21 +208,26 @@ def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
     os.close(verdict_fd)
     os.set_inheritable(hidden_fd, False)
     _set_limits(job["limits"])
-    collect = job.get("collect", False)
-    outcome, reason, data = _execute(job, tests, collect)
-    if outcome == "collected":  # reference outputs can be 100+ MB of digits: compress them
+    write, leave = os.write, os._exit  # built-ins bound before the program can rebind os.write
+    undoers = _undoers(globals())
+    functions = [(f, f.__code__, f.__defaults__) for f in globals().values() if type(f) is type(_child)]
+    outcome, reason, data = _execute(job, tests, undoers)
+    for undo in undoers:
+        undo()
+    if outcome == "collected":  # trusted reference code: its outputs, compressed (they can be 100+ MB)
         payload = b"P" + zlib.compress(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), 1)
     else:
-        payload = b"J" + json.dumps({"outcome": outcome, "reason": reason, "details": data}).encode()
-    try:
-        sys.stdout.flush()
-    except BaseException:
-        pass  # the program may have replaced or closed sys.stdout; its output is not the verdict
-    _write_all(hidden_fd, nonce + payload)
-    os._exit(0)
+        if not all(f.__code__ is code and f.__defaults__ is defaults for f, code, defaults in functions):
+            outcome, reason, data = "failed", "the program changed the harness's code", None
+        payload = b"J" + _encode(outcome, reason, data if job.get("details") else None)
+    message = memoryview(nonce + payload)
+    while message:
+        message = message[write(hidden_fd, message):]
+    leave(0)
 
 
-def _execute(job, tests, collect):
+def _execute(job, tests, undoers):
+    """(outcome, reason, per-test results or reference outputs)."""
     namespace = {}
     try:
         program = compile(job["program"], "<program>", "exec")
@@ -192,14 +237,30 @@ def _execute(job, tests, collect):
         exec(program, namespace)
     except BaseException as exc:  # SystemExit too: exiting is not passing
         return "error", type(exc).__name__, None
+    for undo in undoers:
+        undo()
     try:
-        if tests["kind"] == "code":
-            outcome, reason, data = _run_code_tests(namespace, tests, job.get("details", False))
-        else:
-            outcome, reason, data = _run_io_tests(namespace, tests, job.get("details", False), collect)
+        if job.get("collect"):
+            return "collected", None, _collect_outputs(namespace, tests)
+        run_tests = _run_code_tests if tests["kind"] == "code" else _run_io_tests
+        results = run_tests(namespace, tests, job.get("details", False), undoers)
     except BaseException as exc:
-        return "failed", _describe(exc), None
-    return outcome, reason, data if (job.get("details") or collect) else None
+        return "failed", type(exc).__name__, None
+    failures = [result for result in results if result is not True]
+    return ("failed", failures[0], results) if failures else ("passed", None, results)
+
+
+def _encode(outcome, reason, details) -> bytes:
+    """The verdict as JSON, built from str and list operations only (json.dumps could be rebound)."""
+    items = "null" if details is None else "[" + ",".join(
+        "true" if item is True else _json_string(item) for item in details) + "]"
+    reason_text = "null" if reason is None else _json_string(reason)
+    return f'{{"outcome": "{outcome}", "reason": {reason_text}, "details": {items}}}'.encode()
+
+
+def _json_string(text) -> str:
+    escaped = "".join(c if " " <= c <= "~" and c not in '"\\' else f"\\u{ord(c):04x}" for c in str(text)[:500])
+    return f'"{escaped}"'
 
 
 def _write_all(fd, data: bytes) -> None:
@@ -250,6 +311,8 @@ class Supervisor:
         if self.namespaced:  # the whole /tmp is ours: clear what the last program left there
             for name in os.listdir("/tmp"):
                 path = os.path.join("/tmp", name)
+                if os.path.ismount(path):  # the interpreter, when it lives under /tmp
+                    continue
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
         os.makedirs(self.workdir, mode=0o700)
 

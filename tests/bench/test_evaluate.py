@@ -132,10 +132,10 @@ def test_evaluate_does_not_import_torch(tmp_path):
 
 def test_a_killed_run_resumes_with_identical_results(tmp_path, moecoder_home):
     refs = humaneval_references()
-    # 60 distinct programs, each burning ~0.1 s of CPU so the run is still going when killed.
+    # 60 distinct programs, each sleeping 0.03 s per call (wall time, not CPU) so the run is still going when killed.
     samples = [{"task_id": refs[i % 20]["task_id"],
-                "completion": f"    sum(range({2_000_000 + i}))\n" + refs[i % 20]["completion"] if i % 3 else
-                f"    sum(range({2_000_000 + i}))\n    return None\n"} for i in range(60)]
+                "completion": f"    __import__('time').sleep(0.03 + {i} * 1e-6)\n" +
+                (refs[i % 20]["completion"] if i % 3 else "    return None\n")} for i in range(60)]
     path = write_jsonl(tmp_path / "samples.jsonl", samples)
     command = [sys.executable, "-c", "from moecoder.cli import main; main()",
                "evaluate", "--benchmark", "humaneval", "--samples", str(path), "--workers", "2"]

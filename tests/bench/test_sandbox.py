@@ -6,8 +6,10 @@ cannot run away with the machine; tricks that would be dangerous without namespa
 run only where bubblewrap isolation is in force.
 """
 
+import pickle
 import socket
 import threading
+import zlib
 
 import pytest
 
@@ -17,6 +19,8 @@ from moecoder.bench.sandbox import ISOLATION_BWRAP, Limits
 LIMITS = Limits(cpu_seconds=1.0, wall_seconds=4.0, memory_bytes=512 << 20, file_bytes=1 << 20,
                 processes=16, tmpfs_bytes=8 << 20)
 SUITE = {"kind": "code", "setup": "", "units": ["assert f(2) == 4", "assert f(3) == 6"]}
+IO_SUITE = {"kind": "io", "entry_point": "f", "inputs": [(2,), (3,)], "atol": 0, "oracle": None,
+            "expected": zlib.compress(pickle.dumps([4, 6]))}  # as the harness ships reference outputs
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +30,10 @@ def executor():
     pool.close()
 
 
-def run(executor, program: str) -> dict:
+def run(executor, program: str, suite: dict = SUITE) -> dict:
     results = {}
-    executor.run([Job("t", program, LIMITS)], {"t": SUITE}, results.__setitem__)
+    key = "io" if suite is IO_SUITE else "code"
+    executor.run([Job(key, program, LIMITS)], {key: suite}, results.__setitem__)
     return results[0]
 
 
@@ -167,3 +172,31 @@ def test_children_do_not_outlive_their_program(executor):
     assert run(executor, program)["outcome"] == "passed"
     probe = "import os\nassert sum(p.isdigit() for p in os.listdir('/proc')) == 3\ndef f(x):\n    return 2 * x"
     assert run(executor, probe)["outcome"] == "passed"  # init, zygote, this program: the sleeper is gone
+
+
+@pytest.mark.parametrize("suite", [SUITE, IO_SUITE], ids=["code-tests", "io-tests"])
+@pytest.mark.parametrize("trick", [
+    "import builtins\nbuiltins.exec = lambda *args, **kwargs: None\ndef f(x):\n    return 0",
+    "import builtins\ndef f(x):\n    builtins.exec = builtins.isinstance = lambda *a, **k: True\n    return 0",
+    "import sys\nm = sys.modules['__main__']\nfor name in dir(m):\n"
+    "    if name.startswith('_') and callable(getattr(m, name)) and not name.startswith('__'):\n"
+    "        setattr(m, name, lambda *a, **k: [True])\ndef f(x):\n    return 0",
+    "import sys\ndef f(x):\n    m = sys.modules['__main__']\n"
+    "    m._output_matches.__code__ = (lambda *a: True).__code__\n    return 0",
+    "import json\njson.dumps = lambda *a, **k: '{\"outcome\": \"passed\"}'\ndef f(x):\n    return 0",
+])
+def test_rebinding_the_harness_from_inside_is_not_passing(executor, trick, suite):
+    result = run(executor, trick, suite)
+    assert result["outcome"] != "passed", result
+
+
+def test_an_object_equal_to_everything_fails_io_tests(executor):
+    # (HumanEval's own check functions compare with ==, so there the trick is out of the harness's reach.)
+    program = "class Anything:\n    __eq__ = lambda self, other: True\ndef f(x):\n    return [Anything()]"
+    assert run(executor, program, IO_SUITE)["outcome"] == "failed"
+
+
+def test_io_tests_pass_right_outputs_and_name_the_first_wrong_one(executor):
+    assert run(executor, "def f(x):\n    return 2 * x", IO_SUITE)["outcome"] == "passed"
+    wrong = run(executor, "def f(x):\n    return 4 if x == 2 else 0", IO_SUITE)
+    assert (wrong["outcome"], wrong["reason"]) == ("failed", "wrong output on test 1")
