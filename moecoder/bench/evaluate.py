@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from moecoder.bench.datasets import Benchmark, load_benchmark, moecoder_home, normalize_task_id
+from moecoder.bench.datasets import Benchmark, load_benchmark, moecoder_home
 from moecoder.bench.executor import CPU_FACTOR, CPU_FLOOR_SECONDS, Executor, TaskRunner
 from moecoder.bench.passk import pass_at_k_summary
 from moecoder.bench.sandbox import Limits

@@ -12,10 +12,12 @@ Verdict channel. The child runs the program and its tests in one interpreter, an
 writes `nonce + verdict` to a pipe only after the last test returned. The nonce is
 fresh per job and the pipe is a high, unadvertised descriptor, so exiting (sys.exit,
 os._exit, atexit hooks), printing "passed", writing to every descriptor, or killing
-itself or the zygote all end without a valid verdict: a failure. What this cannot
-stop is code that walks the interpreter's own memory (gc, frames) to find the nonce;
-the same code could also read the tests' expected values, so no in-process harness
-can rule it out — the sandbox still bounds what such a program can do.
+itself or the zygote all end without a valid verdict: a failure. Names a program
+rebinds in `builtins` or in this module are put back between tests, our functions'
+code is checked by identity, and the verdict is encoded without `json` (see _undoers).
+What this cannot stop is code that walks the interpreter's memory (gc, frames, ctypes)
+to find the nonce; the same code could read the tests' expected values, so no
+in-process harness can rule it out — the sandbox still bounds what it can do.
 
 Cleanup. With namespaces (bubblewrap) the worker has its own PID namespace, so after
 each job `kill(-1, SIGKILL)` removes every process the program started, wherever

@@ -7,7 +7,7 @@ from moecoder.bench import load_benchmark
 from moecoder.bench.datasets import tasks_from_records
 from moecoder.errors import UserError
 
-from conftest import HUMANEVAL_PLUS, MBPP, read_jsonl, shared_file
+from bench_data import HUMANEVAL_PLUS, MBPP, read_jsonl, shared_file
 
 HUMANEVAL_SHA = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
 

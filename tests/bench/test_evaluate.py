@@ -13,7 +13,7 @@ import pytest
 from moecoder.bench import evaluate_samples, load_benchmark
 from moecoder.errors import UserError
 
-from conftest import HUMANEVAL_PLUS, MBPP, read_jsonl, shared_file, write_jsonl
+from bench_data import HUMANEVAL_PLUS, MBPP, read_jsonl, shared_file, write_jsonl
 
 
 def moecoder(*args, env=None, **kwargs):
