@@ -10,7 +10,7 @@ from typing import Callable
 
 from moecoder.errors import UserError
 from moecoder.train.config import TrainConfig, load_config
-from moecoder.train.corpus import build_corpus, load_documents
+from moecoder.train.corpus import build_corpus
 from moecoder.train.fim import FimEncoder
 from moecoder.train.tokenizer import CoderTokenizer, load_tokenizer, train_tokenizer
 
