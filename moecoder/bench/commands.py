@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from moecoder.errors import UserError, exit_on_user_error
+from moecoder.files import write_jsonl
 
 DEFAULT_K = "1,10,100"
 
@@ -41,7 +40,8 @@ def evaluate(
             benchmark, rows, dataset=str(dataset) if dataset else None, k=ks, workers=workers,
             progress=True, strict_k=k is not None, details=details, line_numbers=lines)
         target = results or Path(f"{samples}_results.jsonl")
-        _write_jsonl_atomically(target, result_rows)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(target, result_rows)
         _print_table(summary, target)
         print(json.dumps(summary))
 
@@ -55,20 +55,6 @@ def _parse_k(text: str) -> tuple[int, ...]:
         raise UserError(f"--k values must be positive integers, got {text!r}")
     return values
 
-
-def _write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
-    """The results file appears complete or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, encoding="utf-8")
-    try:
-        with handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
 
 
 def _print_table(summary: dict, results: Path) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moecoder.errors import UserError
+from moecoder.files import parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -196,15 +196,7 @@ def _parse_jsonl(file: Path, data: bytes) -> list[dict]:
             data = gzip.decompress(data)
         except (EOFError, OSError) as exc:
             raise UserError(f"dataset file {file} is not a complete gzip file: {exc}") from None
-    records = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"dataset file {file}, line {number}: invalid JSON ({exc.msg})") from None
-    return records
+    return [record for _, record in parse_jsonl(data.decode("utf-8").splitlines(), f"dataset file {file}")]
 
 
 def _require(file: Path, record: dict, fields: tuple[str, ...]) -> None:

@@ -9,7 +9,6 @@ arrive, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from moecoder.bench.passk import pass_at_k_summary
 from moecoder.bench.sandbox import Limits
 from moecoder.bench.store import Store, program_sha256
 from moecoder.errors import UserError
+from moecoder.files import parse_jsonl
 
 OUTCOMES = ("passed", "failed", "timed out", "error")
 COMMIT_EVERY = 64  # verdicts per store transaction...
@@ -32,17 +32,9 @@ def read_samples(path: str) -> tuple[list[dict], list[int]]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"samples file {file} does not exist")
-    rows, lines = [], []
     with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{file}, line {number}: malformed JSON ({exc.msg})") from None
-            rows.append(row)
-            lines.append(number)
+        numbered = list(parse_jsonl(handle, f"samples file {file}"))
+    lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     if not rows:
         raise UserError(f"samples file {file} has no samples")
     return rows, lines

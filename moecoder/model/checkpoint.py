@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from moecoder.errors import UserError
+from moecoder.files import atomic_path, write_json
 from moecoder.model.config import ModelConfig
 from moecoder.model.transformer import Transformer
 
@@ -165,18 +165,6 @@ def hf_tensors(model: Transformer):
             yield hf_name, tensor
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then rename over path, so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_model(model: Transformer, path: str | os.PathLike, max_shard_bytes: int = 5 * 2**30) -> None:
     """Write config.json and safetensors weights (sharded above max_shard_bytes) in transformers' layout.
 
@@ -201,7 +189,8 @@ def save_model(model: Transformer, path: str | os.PathLike, max_shard_bytes: int
         wanted = set(shard)
         tensors = {n: t.detach().contiguous() for n, t in hf_tensors(model) if n in wanted}
         total += sum(t.numel() * t.element_size() for t in tensors.values())
-        _atomic_write(directory / file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        with atomic_path(directory / file) as tmp:
+            save_file(tensors, tmp, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, file))
         del tensors
     for stale in directory.glob("model*.safetensors*"):
@@ -209,9 +198,9 @@ def save_model(model: Transformer, path: str | os.PathLike, max_shard_bytes: int
             stale.unlink()
     if len(names) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        _atomic_write(directory / INDEX, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
+        write_json(directory / INDEX, index)
     elif (directory / INDEX).exists():
         (directory / INDEX).unlink()
     config = model.config.to_hf()
     config["torch_dtype"] = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
-    _atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    write_json(directory / "config.json", config)

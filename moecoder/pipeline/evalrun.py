@@ -10,14 +10,12 @@ and the harness reuses its stored verdicts.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moecoder.errors import UserError
+from moecoder.files import write_json, write_jsonl
 from moecoder.pipeline import manifest as manifests
 from moecoder.pipeline.prompting import MODES, Prompter
 from moecoder.pipeline.samples import SampleFile
@@ -70,13 +68,6 @@ class EvalSettings:
         if too_big:
             raise UserError(f"--k {too_big[0]} is larger than -n {self.n}: pass@k needs at least k samples per task")
         return self.k
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(tmp, path)
 
 
 def _progress(console):
@@ -153,7 +144,7 @@ class EvalRun:
         manifest["datasets"] = datasets
         manifest.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                 "benchmarks": settings.benchmarks})
-        manifests.write_json_atomic(self.manifest_path, manifest)
+        write_json(self.manifest_path, manifest)
         return manifest
 
     def _generate(self, backend, name: str, pending: list, store: SampleFile) -> None:
@@ -184,17 +175,17 @@ class EvalRun:
         self.console.print(f"evaluating {len(samples)} {name} samples in the sandbox")
         rows, summary = evaluate_samples(name, samples, dataset=self.settings.datasets.get(name),
                                          k=self.settings.ks(), workers=self.settings.workers, progress=True)
-        _write_jsonl_atomic(results_path(self.out, name), rows)
+        write_jsonl(results_path(self.out, name), rows)
         return summary
 
     def _finish_manifest(self, manifest: dict, summaries: dict[str, dict]) -> None:
         summary_path = self.out / "summary.json"
         all_summaries = {**manifests.read_json(summary_path), **summaries}
-        manifests.write_json_atomic(summary_path, all_summaries)
+        write_json(summary_path, all_summaries)
         manifest["harness"] = {name: {"isolation": s.get("isolation"), "limits": s.get("limits")}
                                for name, s in all_summaries.items()}
         manifest["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        manifests.write_json_atomic(self.manifest_path, manifest)
+        write_json(self.manifest_path, manifest)
 
 
 def stdout_summary(summaries: dict[str, dict]) -> dict:

@@ -166,9 +166,9 @@ class Quickstart:
     def finish(self, summaries: dict) -> dict:
         """Add what only the samples can tell (parse share, the plain statement about the score) and rebuild the report."""
         from moecoder.bench.datasets import load_benchmark
-        from moecoder.pipeline.manifest import read_json, write_json_atomic
+        from moecoder.files import read_jsonl, write_json
+        from moecoder.pipeline.manifest import read_json
         from moecoder.report.html import write_report
-        from moecoder.report.runs import read_jsonl
 
         eval_dir = self.plan.path("eval")
         rows = read_jsonl(eval_dir / "samples-humaneval.jsonl")
@@ -185,7 +185,7 @@ class Quickstart:
         metrics["completions that parse (ast.parse of prompt + completion)"] = _share(parsed, len(rows))
         metrics["... and give the function a body beyond its docstring"] = _share(implemented, len(rows))
         manifest["notes"] = [plain_statement(pass1["value"], self.plan.mode)]
-        write_json_atomic(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         report = write_report(eval_dir)
         shutil.copyfile(report, self.plan.path("report.html"))
         self.print_locations()
@@ -245,7 +245,7 @@ def implements(program: str, entry_point: str) -> bool:
 
 def expert_balance(log_path: Path) -> str:
     from moecoder.report.html import last_expert_load, load_imbalance
-    from moecoder.report.runs import read_jsonl
+    from moecoder.files import read_jsonl
 
     load = last_expert_load(read_jsonl(log_path)) if log_path.exists() else None
     return ", ".join(f"{v:.2f}" for v in load_imbalance(load)) if load else "n/a"

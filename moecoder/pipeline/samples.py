@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from moecoder.files import write_jsonl
 
 
 class SampleFile:
@@ -40,10 +41,7 @@ class SampleFile:
         return complete
 
     def _rewrite(self, rows: list[dict]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, rows)
 
     def done(self, task_id: str) -> bool:
         return task_id in self.rows_by_task

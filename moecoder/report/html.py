@@ -12,13 +12,12 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from moecoder.files import atomic_write, read_jsonl
 from moecoder.report.published import published_for
-from moecoder.report.runs import OUTCOME_PASSED, RunDir, TaskResult, outcome_of, read_jsonl
+from moecoder.report.runs import OUTCOME_PASSED, RunDir, TaskResult, outcome_of
 
 STATUS_COLOURS = {
     "passed": "#2e9d4f",
@@ -351,8 +350,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Render the run's report to OUT (default RUN_DIR/report.html), atomically."""
     out = Path(out) if out else Path(run_dir) / "report.html"
     page = render_report(run_dir)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".report.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    atomic_write(out, page)
     return out

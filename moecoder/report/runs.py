@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moecoder.errors import UserError
+from moecoder.files import read_jsonl
 
 OUTCOME_PASSED = "passed"
 OUTCOME_FAILED = "failed"
@@ -28,20 +29,6 @@ def results_path(run_dir: Path, benchmark: str) -> Path:
 
 def samples_path(run_dir: Path, benchmark: str) -> Path:
     return Path(run_dir) / f"samples-{benchmark}.jsonl"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a malformed line is a UserError naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-    return rows
 
 
 def outcome_of(result: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from moecoder.errors import UserError
+from moecoder.files import atomic_write
 
 DEFAULT_EXTENSIONS = (".py",)
 # Directories of the standard library that are not library code (test suites, vendored packages).
@@ -236,18 +237,12 @@ def build_corpus(source: str | os.PathLike | None = None, out_dir: str | os.Path
     return corpus
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_corpus(corpus: Corpus, out_dir: str | os.PathLike) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, docs in (("train", corpus.train), ("heldout", corpus.heldout)):
-        _write_atomic(out / f"{name}.jsonl", "".join(json.dumps({"path": d.path, "text": d.text}) + "\n" for d in docs))
-    _write_atomic(out / "report.json", json.dumps(corpus.report.to_dict(), indent=2))
+        atomic_write(out / f"{name}.jsonl", "".join(json.dumps({"path": d.path, "text": d.text}) + "\n" for d in docs))
+    atomic_write(out / "report.json", json.dumps(corpus.report.to_dict(), indent=2))
 
 
 def load_documents(path: str | os.PathLike) -> list[Document]:

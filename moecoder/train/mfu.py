@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from moecoder.files import write_json
+
 
 def moecoder_home() -> Path:
     return Path(os.environ.get("MOECODER_HOME", Path.home() / ".cache" / "moecoder"))
@@ -55,9 +57,7 @@ def peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.fl
         size = 4096 if device.type == "cuda" else 1024
         known[key] = measure_peak_flops(device, dtype, size=size)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=2))
-        os.replace(tmp, cache)
+        write_json(cache, known)
     return known[key]
 
 

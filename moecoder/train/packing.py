@@ -15,6 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
+from moecoder.files import atomic_write
+
 IGNORE_INDEX = -100
 MANIFEST = "manifest.json"
 
@@ -45,7 +47,7 @@ class ShardWriter:
         name = f"shard_{len(self.shards):05d}"
         lengths = np.array([len(doc) for doc in self.pending], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        _save_atomic(self.out / f"{name}.bin", np.concatenate(self.pending).tobytes())
+        atomic_write(self.out / f"{name}.bin", np.concatenate(self.pending).tobytes())
         np.save(self.out / f"{name}.starts.npy", starts)
         self.shards.append({"name": name, "tokens": int(lengths.sum()), "documents": len(lengths)})
         self.pending, self.pending_tokens = [], 0
@@ -56,14 +58,8 @@ class ShardWriter:
             self._flush()
         manifest = {"dtype": self.dtype.name, "vocab_size": self.vocab_size, "shards": self.shards,
                     "tokens": sum(s["tokens"] for s in self.shards)}
-        _save_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2).encode())
+        atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=2).encode())
         return manifest
-
-
-def _save_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_shards(documents: Iterable[list[int]], out_dir: str | os.PathLike, vocab_size: int,

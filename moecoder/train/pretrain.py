@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from moecoder.errors import UserError
+from moecoder.files import write_json
 from moecoder.train.config import TrainConfig, load_config
 from moecoder.train.corpus import build_corpus
 from moecoder.train.fim import FimEncoder
@@ -61,9 +62,7 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     heldout = write_shards((plain.encode(doc.text) for doc in corpus.heldout), root / "heldout", tokenizer.vocab_size)
     log(f"shards: {train['tokens']:,} training tokens, {heldout['tokens']:,} held-out tokens")
     report = corpus.report.to_dict() | {"train_tokens": train["tokens"], "heldout_tokens": heldout["tokens"]}
-    tmp = stamp.with_name("prepared.json.tmp")
-    tmp.write_text(json.dumps({"settings": settings, "report": report}, indent=2))
-    os.replace(tmp, stamp)
+    write_json(stamp, {"settings": settings, "report": report})
     return PreparedData(root, tokenizer, report)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from moecoder.errors import UserError
+from moecoder.files import parse_jsonl
 from moecoder.train.corpus import Decontaminator, Document, benchmark_texts, build_corpus
 from moecoder.train.tokenizer import DEFAULT_SYSTEM_PROMPT, EOT, CoderTokenizer, load_tokenizer
 
@@ -27,21 +28,18 @@ def read_sft_jsonl(path: str | os.PathLike) -> list[list[dict]]:
     if not path.is_file():
         raise UserError(f"SFT data {path} not found")
     conversations = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    for number, row in parse_jsonl(path.read_text(encoding="utf-8").splitlines(), f"SFT data {path}"):
+        where = f"SFT data {path}, line {number}"
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object")
         if "messages" in row:
             messages = row["messages"]
         elif "instruction" in row and "output" in row:
             messages = [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["output"]}]
         else:
-            raise UserError(f"{path}:{number}: expected keys instruction+output or messages")
+            raise UserError(f"{where}: expected keys instruction+output or messages")
         if not any(m.get("role") == "assistant" for m in messages):
-            raise UserError(f"{path}:{number}: no assistant message to learn from")
+            raise UserError(f"{where}: no assistant message to learn from")
         conversations.append(messages)
     if not conversations:
         raise UserError(f"SFT data {path} is empty")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from moecoder.errors import UserError
+from moecoder.files import atomic_write
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -106,20 +107,14 @@ class CoderTokenizer:
         """Write tokenizer.json and tokenizer_config.json (AutoTokenizer-loadable) into `out_dir`."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "tokenizer.json", self.tokenizer.to_str())
+        atomic_write(out / "tokenizer.json", self.tokenizer.to_str())
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": BOS, "eos_token": EOS, "pad_token": self.tokenizer.id_to_token(self.pad_id),
             "add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
             "model_max_length": 16384, "chat_template": CHAT_TEMPLATE,
         }
-        _write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        atomic_write(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str | os.PathLike | None = None,

@@ -100,7 +100,7 @@ def test_cli_writes_results_and_prints_the_summary_last(tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    ('{"task_id": "HumanEval/0", "completion": "x"}\n{not json\n', "line 2: malformed JSON"),
+    ('{"task_id": "HumanEval/0", "completion": "x"}\n{not json\n', "line 2: not valid JSON"),
     ('\n{"task_id": "HumanEval/999", "completion": "x"}\n', "line 2: unknown humaneval task_id"),
     ('{"task_id": "HumanEval/0", "answer": "x"}\n', "line 1: the sample has neither"),
     ("", "has no samples"),

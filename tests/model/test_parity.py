@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import LAYOUTS, relative_error
+from model_layouts import LAYOUTS, relative_error
 
 from moecoder.model import load_model, save_model
 from moecoder.model.moe import MoE

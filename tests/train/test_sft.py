@@ -75,7 +75,7 @@ def test_read_sft_jsonl_formats_and_errors(tmp_path):
     assert read_sft_jsonl(path) == [[{"role": "user", "content": "i"}, {"role": "assistant", "content": "o"}],
                                     [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]]
     path.write_text('{"prompt": "x"}\n')
-    with pytest.raises(UserError, match="data.jsonl:1: expected keys"):
+    with pytest.raises(UserError, match="data.jsonl, line 1: expected keys"):
         read_sft_jsonl(path)
     path.write_text("not json\n")
     with pytest.raises(UserError, match="not valid JSON"):
