@@ -9,7 +9,8 @@ from typing import Callable
 
 from moecoder.generate.base import Backend, ResultCallback
 from moecoder.generate.params import SamplingParams
-from moecoder.generate.prompts import END_OF_TURN, render_chat, truncate_at_stop
+from moecoder.generate.prompts import render_chat, truncate_at_stop
+from moecoder.train.tokenizer import EOT
 
 # Called after each decoding step with the ids just sampled, one per batch row ([B] tensor).
 StepCallback = Callable[["object"], None]
@@ -133,4 +134,4 @@ class LocalBackend(Backend):
 
 def special_token_ids(vocab: dict[str, int], eos_token: str | None) -> list[int]:
     """The ids that end a reply: the tokenizer's eos token and DeepSeek-Coder's end-of-turn <|EOT|>."""
-    return [vocab[t] for t in dict.fromkeys([eos_token, END_OF_TURN]) if t in vocab]
+    return [vocab[t] for t in dict.fromkeys([eos_token, EOT]) if t in vocab]

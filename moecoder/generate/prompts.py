@@ -13,31 +13,9 @@ import re
 import textwrap
 
 from moecoder.errors import UserError
+from moecoder.train.tokenizer import CHAT_TEMPLATE
 
 COMPLETION_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
-
-DEEPSEEK_CODER_SYSTEM_PROMPT = (
-    "You are an AI programming assistant, utilizing the Deepseek Coder model, developed by Deepseek Company, "
-    "and you only answer questions related to computer science. For politically sensitive questions, security "
-    "and privacy issues, and other non-computer science questions, you will refuse to answer\n"
-)
-
-# DeepSeek-Coder-Instruct's chat template (its tokenizer_config.json), used for models that ship none.
-DEEPSEEK_CODER_CHAT_TEMPLATE = (
-    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
-    "{%- set ns = namespace(found=false) -%}"
-    "{%- for message in messages -%}{%- if message['role'] == 'system' -%}{%- set ns.found = true -%}"
-    "{%- endif -%}{%- endfor -%}"
-    "{{bos_token}}{%- if not ns.found -%}{{ default_system_prompt }}{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'system' %}{{ message['content'] }}"
-    "{%- elif message['role'] == 'user' %}{{'### Instruction:\\n' + message['content'] + '\\n'}}"
-    "{%- else %}{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{% if add_generation_prompt %}{{'### Response:\\n'}}{% endif %}"
-)
-END_OF_TURN = "<|EOT|>"
 
 # DeepSeek-Coder's instruction for HumanEval-style tasks in chat mode (Evaluation/HumanEval, eval_instruct).
 HUMANEVAL_INSTRUCTION = (
@@ -78,9 +56,8 @@ def render_chat(messages: list[dict], template: str | None = None, bos_token: st
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     try:
-        return env.from_string(template or DEEPSEEK_CODER_CHAT_TEMPLATE).render(
-            messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token,
-            default_system_prompt=DEEPSEEK_CODER_SYSTEM_PROMPT)
+        return env.from_string(template or CHAT_TEMPLATE).render(
+            messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
     except TemplateError as exc:
         raise UserError(f"the chat template refused the conversation: {exc}") from exc
 

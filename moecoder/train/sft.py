@@ -49,8 +49,8 @@ def read_sft_jsonl(path: str | os.PathLike) -> list[list[dict]]:
 def chat_segments(messages: list[dict]) -> list[tuple[str, bool]]:
     """The rendered chat template cut into (text, trains) pieces; the pieces concatenate to render_chat().
 
-    The response piece is "\\n{content}\\n<|EOT|>": the prompt at inference ends with "### Response:",
-    so the model learns the newline, the answer and the end-of-turn token, nothing of the prompt.
+    The response piece is "{content}\\n<|EOT|>": the prompt at inference ends with "### Response:\\n" (as the
+    official template renders it), so the model learns the answer and the end-of-turn token, nothing of the prompt.
     """
     segments = [] if any(m["role"] == "system" for m in messages) else [(DEFAULT_SYSTEM_PROMPT, False)]
     for message in messages:
@@ -60,7 +60,7 @@ def chat_segments(messages: list[dict]) -> list[tuple[str, bool]]:
         elif role == "user":
             segments.append((f"### Instruction:\n{content}\n", False))
         else:
-            segments += [("### Response:", False), (f"\n{content}\n{EOT}", True), ("\n", False)]
+            segments += [("### Response:\n", False), (f"{content}\n{EOT}", True), ("\n", False)]
     return segments
 
 

@@ -24,7 +24,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "and you only answer questions related to computer science. For politically sensitive questions, security "
     "and privacy issues, and other non-computer science questions, you will refuse to answer\n"
 )
-# DeepSeek-Coder instruct's chat template (deepseek-coder-*-instruct tokenizer_config.json), same rendering.
+# DeepSeek-Coder instruct's chat template (deepseek-coder-*-instruct tokenizer_config.json), same rendering: the
+# official one is spread over lines, and the newline after its generation prompt is part of the output.
 CHAT_TEMPLATE = (
     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
     "{%- set ns = namespace(found=false) -%}"
@@ -36,7 +37,7 @@ CHAT_TEMPLATE = (
     "{%- else %}{%- if message['role'] == 'user' %}{{'### Instruction:\\n' + message['content'] + '\\n'}}"
     "{%- else %}{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}{%- endif %}{%- endif %}"
     "{%- endfor %}"
-    "{% if add_generation_prompt %}{{'### Response:'}}{% endif %}"
+    "{% if add_generation_prompt %}{{'### Response:\\n'}}{% endif %}"
 )
 
 
@@ -47,7 +48,7 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
     for message in messages:
         parts.append(render_turn(message))
     if add_generation_prompt:
-        parts.append("### Response:")
+        parts.append("### Response:\n")
     return "".join(parts)
 
 

@@ -45,7 +45,7 @@ def test_loss_mask_covers_exactly_the_responses(tokenizer):
         elif current:
             spans.append(current)
             current = []
-    assert [tokenizer.decode(span) for span in spans] == [f"\na + b\n{EOT}", f"\na - b\n{EOT}"]
+    assert [tokenizer.decode(span) for span in spans] == [f"a + b\n{EOT}", f"a - b\n{EOT}"]
     assert sum(mask) == sum(map(len, spans))
     assert tokenizer.eot_id in ids and mask[ids.index(tokenizer.eot_id)]
 

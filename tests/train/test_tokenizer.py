@@ -49,7 +49,7 @@ def test_chat_template_matches_transformers_rendering(tokenizer_dir):
         assert (hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                 == render_chat(messages, add_generation_prompt=True))
     prompt = format_instruction("Write hello world.")
-    assert prompt.endswith("### Instruction:\nWrite hello world.\n### Response:")
+    assert prompt.endswith("### Instruction:\nWrite hello world.\n### Response:\n")
     assert prompt == hf.apply_chat_template([{"role": "user", "content": "Write hello world."}], tokenize=False,
                                             add_generation_prompt=True)
 
