@@ -311,11 +311,7 @@ class Supervisor:
     def _fresh_workdir(self):
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.namespaced:  # the whole /tmp is ours: clear what the last program left there
-            for name in os.listdir("/tmp"):
-                path = os.path.join("/tmp", name)
-                if os.path.ismount(path):  # the interpreter, when it lives under /tmp
-                    continue
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+            _clear_directory("/tmp", _mounts_below("/tmp"))
         os.makedirs(self.workdir, mode=0o700)
 
     def _watch(self, pid, limits, verdict_r, output_r, cap):
@@ -403,6 +399,30 @@ def _failure(limits, why_stopped, status, cpu):
     if signaled:
         return {"outcome": "failed", "reason": f"killed by {signal.Signals(signum).name}"}
     return {"outcome": "failed", "reason": f"exited with status {os.WEXITSTATUS(status)} before the tests finished"}
+
+
+def _mounts_below(directory: str) -> frozenset:
+    """Mount points strictly below `directory`: the read-only interpreter binds, when Python lives under /tmp."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = {line.split()[4] for line in mountinfo}
+    return frozenset(point for point in points if point.startswith(directory + "/"))
+
+
+def _clear_directory(directory: str, keep: frozenset) -> None:
+    """Remove everything in `directory` except the mount points in `keep` and the directories leading to them.
+
+    Walking into a kept mount (a whole virtual environment) on every job would cost far more than the job.
+    """
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if path in keep:
+            continue
+        if any(point.startswith(path + "/") for point in keep):
+            _clear_directory(path, keep)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
 
 
 def _child_cpu_seconds(pid: int) -> float:

@@ -200,3 +200,20 @@ def test_io_tests_pass_right_outputs_and_name_the_first_wrong_one(executor):
     assert run(executor, "def f(x):\n    return 2 * x", IO_SUITE)["outcome"] == "passed"
     wrong = run(executor, "def f(x):\n    return 4 if x == 2 else 0", IO_SUITE)
     assert (wrong["outcome"], wrong["reason"]) == ("failed", "wrong output on test 1")
+
+
+def test_clearing_the_private_tmp_keeps_the_interpreter_mount_and_removes_the_rest(tmp_path):
+    # Inside the jail an interpreter installed under /tmp is a read-only bind at e.g. /tmp/ci/venv: the
+    # zygote clears /tmp between programs but must neither walk into that mount nor keep anything else.
+    from moecoder.bench.zygote import _clear_directory
+
+    kept = tmp_path / "ci" / "venv"
+    (kept / "lib").mkdir(parents=True)
+    (kept / "lib" / "site.py").write_text("kept")
+    (tmp_path / "ci" / "left-by-a-program").write_text("x")
+    (tmp_path / "work" / "deep").mkdir(parents=True)
+    (tmp_path / "stray.txt").write_text("x")
+    (tmp_path / "link").symlink_to(kept)
+    _clear_directory(str(tmp_path), frozenset({str(kept)}))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "ci", "ci/venv", "ci/venv/lib", "ci/venv/lib/site.py"]
