@@ -1,17 +1,12 @@
 """Fixtures for the model tests: one thread, and reference checkpoints saved once per session."""
 
 import pytest
-import torch
 from model_layouts import build_reference
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread, above all on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(one_torch_thread):
+    """Every test here runs a tiny model."""
 
 
 @pytest.fixture(scope="session")
