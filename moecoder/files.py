@@ -1,4 +1,4 @@
-"""Files that appear complete or not at all, and JSONL read with errors that name file and line.
+"""Files that appear complete or not at all, JSONL read with errors that name file and line, the cache home.
 
 Every file moecoder writes for a user (results, checkpoints, reports, manifests) goes through
 `atomic_path`: written beside its destination under a temporary name, then renamed over it, so a
@@ -15,6 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moecoder.errors import UserError
+
+
+def moecoder_home() -> Path:
+    """Where moecoder caches datasets, verdicts and measurements: $MOECODER_HOME, default ~/.cache/moecoder."""
+    return Path(os.environ.get("MOECODER_HOME") or Path.home() / ".cache" / "moecoder")
 
 
 @contextmanager

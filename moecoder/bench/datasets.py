@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moecoder.errors import UserError
-from moecoder.files import parse_jsonl
+from moecoder.files import moecoder_home, parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,6 @@ SOURCES = {
 }
 BENCHMARKS = tuple(SOURCES)
 MBPP_TEST_SPLIT = range(11, 511)
-
-
-def moecoder_home() -> Path:
-    return Path(os.environ.get("MOECODER_HOME") or Path.home() / ".cache" / "moecoder")
 
 
 def normalize_task_id(benchmark: str, task_id) -> str:

@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from moecoder.bench.datasets import Benchmark, load_benchmark, moecoder_home
+from moecoder.bench.datasets import Benchmark, load_benchmark
 from moecoder.bench.executor import CPU_FACTOR, CPU_FLOOR_SECONDS, Executor, TaskRunner
 from moecoder.bench.passk import pass_at_k_summary
 from moecoder.bench.sandbox import Limits
 from moecoder.bench.store import Store, program_sha256
 from moecoder.errors import UserError
-from moecoder.files import parse_jsonl
+from moecoder.files import moecoder_home, parse_jsonl
 
 OUTCOMES = ("passed", "failed", "timed out", "error")
 COMMIT_EVERY = 64  # verdicts per store transaction...

@@ -271,7 +271,8 @@ def mbpp_for_decontamination(path: str | None, out: Path, log) -> str:
         if not Path(path).is_file():
             raise UserError(f"--mbpp {path}: no such file")
         return path
-    from moecoder.bench.datasets import SOURCES, moecoder_home
+    from moecoder.bench.datasets import SOURCES
+    from moecoder.files import moecoder_home
 
     cached = moecoder_home() / "datasets" / SOURCES["mbpp"].filename
     if cached.is_file():

@@ -9,15 +9,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import torch
 
-from moecoder.files import write_json
-
-
-def moecoder_home() -> Path:
-    return Path(os.environ.get("MOECODER_HOME", Path.home() / ".cache" / "moecoder"))
+from moecoder.files import moecoder_home, write_json
 
 
 def _device_key(device: torch.device, dtype: torch.dtype) -> str:
