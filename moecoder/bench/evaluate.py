@@ -121,30 +121,44 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
 
 def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: dict, details: bool,
          progress: bool) -> dict:
-    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
-    keys = sorted(todo, key=lambda key: -runner.limits[key[0]].cpu_seconds)
-    jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
-    finished, unsaved = {}, []
+    finished, unsaved, provisional = {}, [], []
     last_commit = [time.monotonic()]
-    bar = _progress_bar(len(jobs)) if progress else None
+    bar = _progress_bar(len(todo)) if progress else None
 
-    def record(index: int, verdict: dict) -> None:
-        finished[keys[index]] = verdict
-        unsaved.append((*keys[index], verdict))
+    def record(key: tuple[str, str], verdict: dict, first_pass: bool) -> None:
+        if verdict["outcome"] == "timed out" and key[0] in runner.provisional:
+            provisional.append((key, verdict))  # not final (nor stored) until the task's limit is calibrated
+        else:
+            finished[key] = verdict
+            unsaved.append((*key, verdict))
         if len(unsaved) >= COMMIT_EVERY or time.monotonic() - last_commit[0] > COMMIT_SECONDS:
             store.add_verdicts(mode, unsaved)
             unsaved.clear()
             last_commit[0] = time.monotonic()
-        if bar:
+        if bar and first_pass:
             bar.advance()
 
     try:
-        executor.run(jobs, runner.suites, record)
+        _run_programs(runner, executor, todo, list(todo), details, lambda key, v: record(key, v, True))
+        if provisional:
+            grown = runner.calibrate({task for (task, _), _ in provisional})
+            for key, verdict in provisional:
+                if key[0] not in grown:  # the floor was the task's limit after all
+                    record(key, verdict, False)
+            again = [key for key, _ in provisional if key[0] in grown]
+            _run_programs(runner, executor, todo, again, details, lambda key, v: record(key, v, False))
     finally:
         store.add_verdicts(mode, unsaved)
         if bar:
             bar.stop()
     return finished
+
+
+def _run_programs(runner: TaskRunner, executor: Executor, todo: dict, keys: list, details: bool, record) -> None:
+    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
+    keys = sorted(keys, key=lambda key: -runner.limits[key[0]].cpu_seconds)
+    jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
+    executor.run(jobs, runner.suites, lambda index, verdict: record(keys[index], verdict))
 
 
 class _progress_bar:

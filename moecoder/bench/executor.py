@@ -22,7 +22,7 @@ from moecoder.bench.sandbox import Limits, Worker, WorkerDied, detect_isolation
 from moecoder.bench.store import Store
 from moecoder.errors import UserError
 
-CPU_FLOOR_SECONDS = 0.25  # HumanEval/MBPP references need a few ms of CPU: 50x headroom and more
+CPU_FLOOR_SECONDS = 0.1  # HumanEval/MBPP references need 1-3 ms of CPU, fork included: 30x headroom and more
 CPU_FACTOR = 10.0
 CALIBRATION_LIMITS = Limits(cpu_seconds=120.0, wall_seconds=300.0)
 
@@ -125,7 +125,15 @@ def machine_id() -> str:
 
 
 class TaskRunner:
-    """Prepares tasks for execution: test suites, reference outputs, calibrated limits."""
+    """Prepares tasks for execution: test suites, reference outputs, calibrated limits.
+
+    A task's limit is max(floor, factor x t_ref). Measuring t_ref costs a run of the reference,
+    and it matters only for a program that needs more than the floor: so tasks with code tests
+    are calibrated lazily. Their programs first run with the floor as limit, which gives every
+    verdict reached within it exactly as the calibrated limit would; a program that times out
+    there is "provisional" until its task is calibrated, and runs again if the limit grew.
+    IO tests (HumanEval+) need the reference's outputs anyway, so their references run first.
+    """
 
     def __init__(self, benchmark: Benchmark, store: Store, executor: Executor):
         self.benchmark = benchmark
@@ -133,26 +141,45 @@ class TaskRunner:
         self.executor = executor
         self.suites: dict[str, dict] = {}
         self.limits: dict[str, Limits] = {}
+        self.provisional: set[str] = set()  # tasks whose limit is the floor until calibrated
 
     def prepare(self, task_ids: set[str]) -> None:
-        """Compute (or load) reference outputs and time limits for `task_ids`."""
+        """Compute (or load) reference outputs and time limits for `task_ids`.
+
+        One reference always runs, as a check that the sandbox can run a right program at all:
+        a broken jail must stop the run, not score every sample as failed.
+        """
         tasks = [task for task in self.benchmark.tasks if task.task_id in task_ids]
         outputs = self.store.reference_outputs()
         seconds = self.store.calibration(machine_id())
-        todo = [task for task in tasks if task.task_id not in seconds
-                or (not isinstance(task.tests, CodeTests) and task.task_id not in outputs)]
-        if todo:
-            measured, collected = self._run_references(todo)
-            self.store.add_reference_outputs(collected)
-            self.store.add_calibration(machine_id(), measured)
-            outputs.update(collected)
-            seconds.update(measured)
+        todo = [task for task in tasks if not isinstance(task.tests, CodeTests)
+                and (task.task_id not in seconds or task.task_id not in outputs)]
+        measured, collected = self._run_references(todo or tasks[:1])
+        outputs.update(collected)
+        seconds.update(measured)
         for task in tasks:
             self.suites[task.task_id] = test_suite(task, outputs.get(task.task_id))
-            cpu = max(CPU_FLOOR_SECONDS, CPU_FACTOR * seconds[task.task_id])
-            self.limits[task.task_id] = replace(self.executor.limits, cpu_seconds=cpu, wall_seconds=3 * cpu + 5)
+        self._set_limits(seconds, [task.task_id for task in tasks])
+
+    def calibrate(self, task_ids: set[str]) -> set[str]:
+        """Calibrate provisional tasks; return those whose limit is now above the floor."""
+        tasks = [task for task in self.benchmark.tasks if task.task_id in task_ids & self.provisional]
+        measured, _ = self._run_references(tasks)
+        self._set_limits(measured, list(measured))
+        return {task_id for task_id in measured if self.limits[task_id].cpu_seconds > CPU_FLOOR_SECONDS}
+
+    def _set_limits(self, seconds: dict[str, float], task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            measured = seconds.get(task_id)
+            if measured is None:
+                self.provisional.add(task_id)
+            else:
+                self.provisional.discard(task_id)
+            cpu = max(CPU_FLOOR_SECONDS, CPU_FACTOR * (measured or 0.0))
+            self.limits[task_id] = replace(self.executor.limits, cpu_seconds=cpu, wall_seconds=3 * cpu + 5)
 
     def _run_references(self, tasks: list[Task]) -> tuple[dict[str, float], dict[str, bytes]]:
+        """Run reference solutions: their CPU seconds and (IO tests) outputs, stored for later runs."""
         # Keyed apart from the tasks' own suites: a worker caches suites by key, and these lack outputs.
         keys = [f"{task.task_id}#reference" for task in tasks]
         jobs = [Job(key, task.reference, CALIBRATION_LIMITS, collect=not isinstance(task.tests, CodeTests))
@@ -172,6 +199,8 @@ class TaskRunner:
                 collected[task.task_id] = base64.b64decode(result["blob"])
 
         self.executor.run(jobs, suites, record)
+        self.store.add_reference_outputs(collected)
+        self.store.add_calibration(machine_id(), measured)
         return measured, collected
 
     def job(self, task_id: str, program: str, details: bool) -> Job:

