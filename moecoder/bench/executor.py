@@ -9,11 +9,13 @@ as evalplus does; they stay opaque bytes on the harness side.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-import queue
+import select
 import socket
-import threading
+import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -39,10 +41,11 @@ class Job:
 
 
 class Executor:
-    """A fixed pool of sandboxed workers fed from one queue.
+    """A fixed pool of sandboxed workers, driven from one thread with select().
 
-    Each worker lives on its own long-lived thread: bubblewrap's --die-with-parent
-    follows the thread that started it, so a worker must outlive every `run`.
+    Workers start together and are kept across `run` calls. One thread owns them all:
+    bubblewrap's --die-with-parent follows the thread that started a jail, and there are
+    no locks or hand-offs between threads on the path of every job.
     """
 
     def __init__(self, workers: int | None = None, limits: Limits = Limits()):
@@ -51,66 +54,81 @@ class Executor:
         # Two per core by default: a job is mostly pipe round trips and fork/exit in the kernel, which
         # overlap; CPU-time limits keep oversubscription from turning slow programs into timeouts.
         self.size = max(1, workers or 2 * (os.cpu_count() or 1))
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._workers: list[Worker] = []
 
     def run(self, jobs: list[Job], suites: dict[str, dict], on_result: Callable[[int, dict], None]) -> None:
-        """Run every job; `on_result(index, result)` is called on this thread as results arrive."""
-        while len(self._threads) < min(self.size, len(jobs)):
-            thread = threading.Thread(target=self._serve, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        results: queue.SimpleQueue = queue.SimpleQueue()
-        for index, job in enumerate(jobs):
-            self._jobs.put((index, job, suites[job.task_id], results))
-        for _ in jobs:
-            index, result = results.get()
-            if isinstance(result, BaseException):
-                raise result
-            on_result(index, result)
-
-    def _serve(self) -> None:
-        worker = None
-        while (item := self._jobs.get()) is not None:
-            index, job, tests, results = item
-            try:
-                if worker is None:
-                    worker = Worker(self.isolation, self.limits)
-            except BaseException as exc:  # a worker that cannot start: stop the run, loudly
-                results.put((index, RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}")))
-                continue
-            try:
-                results.put((index, self._run_one(worker, index, job, tests)))
-            except WorkerDied as exc:
-                # The program killed or stopped its zygote: its own failure; the next job gets a fresh worker.
+        """Run every job; `on_result(index, result)` is called as results arrive."""
+        waiting = deque(enumerate(jobs))
+        busy: dict[Worker, tuple[int, Job]] = {}
+        while jobs and len(self._workers) < self.size:  # all at once: later runs (samples after references) use them
+            self._workers.append(self._start())
+        try:
+            while waiting or busy:
+                for worker in list(self._workers):
+                    if waiting and worker.ready and worker not in busy:
+                        index, job = waiting.popleft()
+                        busy[worker] = (index, job)
+                        self._send(worker, job, suites[job.task_id], busy, on_result)
+                timeout = max(0.0, min(worker.deadline for worker in self._workers) - time.monotonic())
+                readable, _, _ = select.select(self._workers, [], [], timeout)
+                for worker in readable:
+                    self._collect(worker, busy, on_result)
+                for worker in [w for w in self._workers if w.deadline < time.monotonic() and w not in readable]:
+                    self._lost(worker, busy, on_result, WorkerDied("the sandbox worker stopped answering"))
+        except BaseException:
+            for worker in busy:  # their answers would be taken for the next run's
+                self._workers.remove(worker)
                 worker.close()
-                worker = None
-                stopped = "stopped answering" in str(exc)
-                results.put((index, {"outcome": "timed out" if stopped else "failed",
-                                     "reason": None if stopped else "the sandbox worker was killed",
-                                     "cpu_seconds": None}))
-            except BaseException as exc:  # a harness bug: stop the run, loudly
-                results.put((index, exc))
-        if worker is not None:
-            worker.close()
+            raise
 
-    @staticmethod
-    def _run_one(worker: Worker, index: int, job: Job, tests: dict) -> dict:
-        message = {"id": index, "task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
+    def _start(self) -> Worker:
+        try:
+            return Worker(self.isolation, self.limits)
+        except OSError as exc:
+            raise RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}") from exc
+
+    def _send(self, worker: Worker, job: Job, tests: dict, busy: dict, on_result) -> None:
+        message = {"id": 0, "task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
                    "details": job.details, "collect": job.collect}
-        return worker.run(message, tests)
+        try:
+            worker.send(message, tests)
+        except WorkerDied as exc:
+            self._lost(worker, busy, on_result, exc)
+
+    def _collect(self, worker: Worker, busy: dict, on_result: Callable[[int, dict], None]) -> None:
+        try:
+            lines = worker.receive()
+        except WorkerDied as exc:
+            self._lost(worker, busy, on_result, exc)
+            return
+        for line in lines:
+            if not worker.ready:  # the zygote's first line: started
+                worker.ready = True
+                worker.deadline = float("inf")
+                continue
+            index, _ = busy.pop(worker)
+            worker.deadline = float("inf")
+            on_result(index, json.loads(line))
+
+    def _lost(self, worker: Worker, busy: dict, on_result: Callable[[int, dict], None], exc: WorkerDied) -> None:
+        """A worker that died or stopped answering: its job's failure, and a fresh worker in its place."""
+        self._workers.remove(worker)
+        worker.close()
+        if not worker.ready:
+            raise RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}")
+        self._workers.append(self._start())
+        if worker not in busy:
+            return
+        index, _ = busy.pop(worker)
+        # The program killed or stopped its zygote: its own failure.
+        stopped = "stopped answering" in str(exc)
+        on_result(index, {"outcome": "timed out" if stopped else "failed",
+                          "reason": None if stopped else "the sandbox worker was killed", "cpu_seconds": None})
 
     def close(self) -> None:
-        while True:  # jobs left over by a run that raised are dropped, not run
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
 
 
 def machine_id() -> str:

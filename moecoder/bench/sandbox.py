@@ -14,10 +14,8 @@ forces that fallback.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import select
 import shutil
 import signal
 import struct
@@ -97,13 +95,20 @@ class WorkerDied(Exception):
 
 
 class Worker:
-    """One sandboxed zygote and the pipes to talk to it."""
+    """One sandboxed zygote and the pipes to talk to it; never blocks on the zygote's answers.
+
+    A worker is started, becomes ready when the zygote's first line arrives, and then takes
+    one job at a time: `send` a job, wait until `fileno()` is readable, `receive` the lines.
+    The executor runs many workers from one thread with select().
+    """
 
     def __init__(self, isolation: str, limits: Limits):
         self.isolation = isolation
         self.limits = limits
         self.known_tasks: set[str] = set()
-        self._pending = b""
+        self.ready = False
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT  # for the ready line, then for each job's answer
+        self._pending = bytearray()
         self._tempdir = None
         to_zygote_r, self._to_zygote = os.pipe()
         self._from_zygote, from_zygote_w = os.pipe()
@@ -121,14 +126,12 @@ class Worker:
         )
         os.close(to_zygote_r)
         os.close(from_zygote_w)
-        try:
-            self._read_line(time.monotonic() + STARTUP_TIMEOUT)
-        except WorkerDied:
-            self.close()
-            raise
 
-    def run(self, job: dict, tests: dict | None) -> dict:
-        """Run one job; `tests` is sent the first time this worker sees the task."""
+    def fileno(self) -> int:
+        return self._from_zygote
+
+    def send(self, job: dict, tests: dict | None) -> None:
+        """Start one job; `tests` is sent the first time this worker sees the task."""
         message = dict(job)
         if job["task"] not in self.known_tasks:
             message["tests"] = tests
@@ -138,22 +141,18 @@ class Worker:
         except OSError:
             raise WorkerDied("the sandbox worker is gone") from None
         self.known_tasks.add(job["task"])
-        deadline = time.monotonic() + job["limits"]["wall_seconds"] + GRACE_SECONDS
-        return json.loads(self._read_line(deadline))
+        self.deadline = time.monotonic() + job["limits"]["wall_seconds"] + GRACE_SECONDS
 
-    def _read_line(self, deadline: float) -> bytes:
-        chunks = [self._pending]
-        while b"\n" not in chunks[-1]:  # look only at new data: reference outputs can be megabytes
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self._from_zygote], [], [], max(remaining, 0))
-            if not ready:
-                raise WorkerDied("the sandbox worker stopped answering")
-            chunk = os.read(self._from_zygote, 1 << 20)
-            if not chunk:
-                raise WorkerDied(f"the sandbox worker exited: {self.stderr_tail()}")
-            chunks.append(chunk)
-        line, _, self._pending = b"".join(chunks).partition(b"\n")
-        return line
+    def receive(self) -> list[bytearray]:
+        """The complete lines the zygote has written (call when readable); WorkerDied at its end."""
+        chunk = os.read(self._from_zygote, 1 << 20)
+        if not chunk:
+            raise WorkerDied(f"the sandbox worker exited: {self.stderr_tail()}")
+        self._pending += chunk
+        if b"\n" not in chunk:  # look only at new data: reference outputs can be megabytes
+            return []
+        *lines, self._pending = self._pending.split(b"\n")
+        return lines
 
     def stderr_tail(self) -> str:
         self._stderr.seek(0, os.SEEK_END)
