@@ -105,7 +105,7 @@ class Worker:
     def __init__(self, isolation: str, limits: Limits):
         self.isolation = isolation
         self.limits = limits
-        self.known_tasks: set[str] = set()
+        self.known_tasks: dict[str, str] = {}  # the suites the zygote holds: task -> kind
         self.ready = False
         self.deadline = time.monotonic() + STARTUP_TIMEOUT  # for the ready line, then for each job's answer
         self._pending = bytearray()
@@ -135,12 +135,14 @@ class Worker:
         message = dict(job)
         if job["task"] not in self.known_tasks:
             message["tests"] = tests
+            if tests["kind"] == "io":  # the zygote keeps one IO suite (expected outputs can be large)
+                self.known_tasks = {task: kind for task, kind in self.known_tasks.items() if kind != "io"}
+            self.known_tasks[job["task"]] = tests["kind"]
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             _write_all(self._to_zygote, struct.pack("<Q", len(payload)) + payload)
         except OSError:
             raise WorkerDied("the sandbox worker is gone") from None
-        self.known_tasks.add(job["task"])
         self.deadline = time.monotonic() + job["limits"]["wall_seconds"] + GRACE_SECONDS
 
     def receive(self) -> list[bytearray]:

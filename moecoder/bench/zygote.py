@@ -45,6 +45,7 @@ import stat
 import struct
 import sys
 import time
+import warnings
 import zlib
 
 # Warm the modules that HumanEval's and MBPP's programs and tests import most, so each fork starts
@@ -219,7 +220,7 @@ def _set_limits(limits) -> None:
             pass  # a limit above the inherited hard limit: keep the stricter one
 
 
-def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
+def _child(job, program, tests, nonce, verdict_fd, output_fd, workdir):
     """Runs in the forked child: never returns."""
     undoers, functions = GUARDS  # read before the program can rebind the name
     for signum in CHILD_DEFAULT_SIGNALS:
@@ -237,7 +238,7 @@ def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
     os.set_inheritable(hidden_fd, False)
     _set_limits(job["limits"])
     write, leave = os.write, os._exit  # built-ins bound before the program can rebind os.write
-    outcome, reason, data = _execute(job, tests, undoers)
+    outcome, reason, data = _execute(job, program, tests, undoers)
     for undo in undoers:
         undo()
     if outcome == "collected":  # trusted reference code: its outputs, compressed (they can be 100+ MB)
@@ -252,13 +253,9 @@ def _child(job, tests, nonce, verdict_fd, output_fd, workdir):
     leave(0)
 
 
-def _execute(job, tests, undoers):
+def _execute(job, program, tests, undoers):
     """(outcome, reason, per-test results or reference outputs)."""
     namespace = {}
-    try:
-        program = compile(job["program"], "<program>", "exec")
-    except BaseException as exc:  # SyntaxError, ValueError (null bytes), MemoryError...
-        return "error", type(exc).__name__, None
     try:
         exec(program, namespace)
     except BaseException as exc:  # SystemExit too: exiting is not passing
@@ -274,6 +271,18 @@ def _execute(job, tests, undoers):
         return "failed", type(exc).__name__, None
     failures = [result for result in results if result is not True]
     return ("failed", failures[0], results) if failures else ("passed", None, results)
+
+
+def _compile(source: str):
+    """A program's code object, compiled in the zygote, warnings silenced.
+
+    Compiling runs none of the program's code and its cost grows with the source's length, so
+    it is safe outside the child; done there, it costs each child the page copies of the
+    compiler's allocations, and a program with a syntax error costs no fork at all.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compile(source, "<program>", "exec")
 
 
 def _encode(outcome, reason, details) -> bytes:
@@ -315,6 +324,11 @@ class Supervisor:
                     parent, name = os.path.split(parent)
 
     def run(self, job, tests):
+        try:  # here, not in the child: a program that does not compile needs no fork (see _compile)
+            program = _compile(job["program"])
+        except BaseException as exc:  # SyntaxError, ValueError (null bytes), MemoryError, RecursionError...
+            return {"cpu_seconds": 0.0, "wall_seconds": 0.0, "output": "", "outcome": "error",
+                    "reason": type(exc).__name__, "details": None}
         self._fresh_workdir()
         nonce = os.urandom(16)
         verdict_r, verdict_w = os.pipe()
@@ -327,7 +341,7 @@ class Supervisor:
                 os.close(output_r)
                 for fd in CONTROL_FDS:
                     os.close(fd)
-                _child(job, tests, nonce, verdict_w, output_w, self.workdir)
+                _child(job, program, tests, nonce, verdict_w, output_w, self.workdir)
             finally:
                 os._exit(70)
         os.close(verdict_w)
@@ -507,7 +521,7 @@ def _harden(namespaced: bool) -> None:
     if not namespaced:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
-        del sys.modules[name]  # not needed again: freed, so that forks copy less
+        del sys.modules[name]  # not needed again: freed (gc.collect in main), so forks copy less
 
 
 def _kill_everything_else() -> None:
@@ -546,17 +560,20 @@ def main() -> None:
     CONTROL_FDS = (control_in, control_out)
     namespaced = isolation == "bwrap"
     sys.path.extend(path for path in sys.argv[4].split(os.pathsep) if path)  # site-packages, without `site`
-    _harden(namespaced)
     workdir = os.path.join("/tmp" if namespaced else os.getcwd(), "work")
     supervisor = Supervisor(namespaced, workdir)
     test_suites = {}
+    _harden(namespaced)
     exec(compile(WARM_UP, "<warm-up>", "exec"), {})  # the compiler's first use is slow: pay it once, here
-    gc.collect()  # what start-up left behind (ctypes), before the heap is frozen
+    gc.collect()  # frees what start-up left behind (ctypes)
     gc.freeze()  # forks then leave the warm heap alone: no collector pass copies its pages
     _write_all(control_out, b'{"ready": true}\n')
     while (job := _recv(control_in)) is not None:
         if "tests" in job:
             tests = job["tests"]
+            if tests["kind"] == "io":  # expected outputs can be large: keep one task's (see Worker.send)
+                for task in [task for task, suite in test_suites.items() if suite["kind"] == "io"]:
+                    del test_suites[task]
             if isinstance(tests.get("expected"), bytes):  # unpickled once here, shared by every fork
                 tests["expected"] = pickle.loads(zlib.decompress(tests["expected"]))
             if tests["kind"] == "code":  # compiled once here, not once per program
