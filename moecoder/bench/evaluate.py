@@ -9,6 +9,7 @@ arrive, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections import Counter
@@ -121,44 +122,52 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
 
 def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: dict, details: bool,
          progress: bool) -> dict:
-    finished, unsaved, provisional = {}, [], []
+    """Run every program of `todo`; verdicts are stored as they become final."""
+    finished, unsaved = {}, []
+    held: dict[str, list] = {}  # provisional task -> programs that timed out at the floor, awaiting its calibration
     last_commit = [time.monotonic()]
     bar = _progress_bar(len(todo)) if progress else None
 
-    def record(key: tuple[str, str], verdict: dict, first_pass: bool) -> None:
-        if verdict["outcome"] == "timed out" and key[0] in runner.provisional:
-            provisional.append((key, verdict))  # not final (nor stored) until the task's limit is calibrated
+    def submit(key: tuple[str, str], first: bool = False) -> None:
+        job = runner.job(key[0], todo[key], details)
+        executor.submit(job, runner.suites[key[0]], functools.partial(judged, key, job.limits.cpu_seconds), first)
+
+    def judged(key: tuple[str, str], cpu_limit: float, verdict: dict) -> None:
+        task = key[0]
+        if verdict["outcome"] == "timed out" and task in runner.provisional:
+            if task not in held:  # a timeout is final only under the task's calibrated limit
+                held[task] = []
+                runner.calibrate_later(task, functools.partial(settle, task))
+            held[task].append((key, cpu_limit, verdict))
+        elif verdict["outcome"] == "timed out" and cpu_limit < runner.limits[task].cpu_seconds:
+            submit(key, first=True)  # queued before its task's limit grew: again, under the new limit
         else:
-            finished[key] = verdict
-            unsaved.append((*key, verdict))
+            save(key, verdict)
+
+    def settle(task: str) -> None:
+        for key, cpu_limit, verdict in held.pop(task):
+            judged(key, cpu_limit, verdict)
+
+    def save(key: tuple[str, str], verdict: dict) -> None:
+        finished[key] = verdict
+        unsaved.append((*key, verdict))
         if len(unsaved) >= COMMIT_EVERY or time.monotonic() - last_commit[0] > COMMIT_SECONDS:
             store.add_verdicts(mode, unsaved)
             unsaved.clear()
             last_commit[0] = time.monotonic()
-        if bar and first_pass:
+        if bar:
             bar.advance()
 
+    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
+    for key in sorted(todo, key=lambda key: -runner.limits[key[0]].cpu_seconds):
+        submit(key)
     try:
-        _run_programs(runner, executor, todo, list(todo), details, lambda key, v: record(key, v, True))
-        if provisional:
-            grown = runner.calibrate({task for (task, _), _ in provisional})
-            for key, verdict in provisional:
-                if key[0] not in grown:  # the floor was the task's limit after all
-                    record(key, verdict, False)
-            again = [key for key, _ in provisional if key[0] in grown]
-            _run_programs(runner, executor, todo, again, details, lambda key, v: record(key, v, False))
+        executor.wait()
     finally:
         store.add_verdicts(mode, unsaved)
         if bar:
             bar.stop()
     return finished
-
-
-def _run_programs(runner: TaskRunner, executor: Executor, todo: dict, keys: list, details: bool, record) -> None:
-    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
-    keys = sorted(keys, key=lambda key: -runner.limits[key[0]].cpu_seconds)
-    jobs = [runner.job(task, todo[(task, sha)], details) for task, sha in keys]
-    executor.run(jobs, runner.suites, lambda index, verdict: record(keys[index], verdict))
 
 
 class _progress_bar:

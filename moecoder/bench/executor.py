@@ -9,6 +9,8 @@ as evalplus does; they stay opaque bytes on the harness side.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import platform
@@ -40,12 +42,17 @@ class Job:
     collect: bool = False  # return the entry point's outputs instead of a verdict (reference runs)
 
 
+Callback = Callable[[dict], None]
+
+
 class Executor:
     """A fixed pool of sandboxed workers, driven from one thread with select().
 
-    Workers start together and are kept across `run` calls. One thread owns them all:
-    bubblewrap's --die-with-parent follows the thread that started a jail, and there are
-    no locks or hand-offs between threads on the path of every job.
+    Jobs are submitted with a callback for their result; a callback may submit more jobs
+    (a calibration when a program timed out, then a rerun) while `wait` runs. Workers start
+    together and are kept across runs. One thread owns them all: bubblewrap's
+    --die-with-parent follows the thread that started a jail, and there are no locks or
+    hand-offs between threads on the path of every job.
     """
 
     def __init__(self, workers: int | None = None, limits: Limits = Limits()):
@@ -55,30 +62,40 @@ class Executor:
         # overlap; CPU-time limits keep oversubscription from turning slow programs into timeouts.
         self.size = max(1, workers or 2 * (os.cpu_count() or 1))
         self._workers: list[Worker] = []
+        self._waiting: deque[tuple[Job, dict, Callback]] = deque()
+        self._busy: dict[Worker, tuple[Job, Callback]] = {}
+
+    def submit(self, job: Job, tests: dict, on_result: Callback, first: bool = False) -> None:
+        """Queue a job (`first`: ahead of the others, for work that unblocks results)."""
+        (self._waiting.appendleft if first else self._waiting.append)((job, tests, on_result))
 
     def run(self, jobs: list[Job], suites: dict[str, dict], on_result: Callable[[int, dict], None]) -> None:
         """Run every job; `on_result(index, result)` is called as results arrive."""
-        waiting = deque(enumerate(jobs))
-        busy: dict[Worker, tuple[int, Job]] = {}
-        while jobs and len(self._workers) < self.size:  # all at once: later runs (samples after references) use them
+        for index, job in enumerate(jobs):
+            self.submit(job, suites[job.task_id], functools.partial(on_result, index))
+        self.wait()
+
+    def wait(self) -> None:
+        """Run until every submitted job (including those submitted meanwhile) has its result."""
+        while self._waiting and len(self._workers) < self.size:  # all at once: later runs reuse them
             self._workers.append(self._start())
         try:
-            while waiting or busy:
+            while self._waiting or self._busy:
                 for worker in list(self._workers):
-                    if waiting and worker.ready and worker not in busy:
-                        index, job = waiting.popleft()
-                        busy[worker] = (index, job)
-                        self._send(worker, job, suites[job.task_id], busy, on_result)
+                    if self._waiting and worker.ready and worker not in self._busy:
+                        self._send(worker, *self._waiting.popleft())
                 timeout = max(0.0, min(worker.deadline for worker in self._workers) - time.monotonic())
                 readable, _, _ = select.select(self._workers, [], [], timeout)
                 for worker in readable:
-                    self._collect(worker, busy, on_result)
+                    self._collect(worker)
                 for worker in [w for w in self._workers if w.deadline < time.monotonic() and w not in readable]:
-                    self._lost(worker, busy, on_result, WorkerDied("the sandbox worker stopped answering"))
+                    self._lost(worker, WorkerDied("the sandbox worker stopped answering"))
         except BaseException:
-            for worker in busy:  # their answers would be taken for the next run's
+            self._waiting.clear()
+            for worker in self._busy:  # their answers would be taken for the next run's
                 self._workers.remove(worker)
                 worker.close()
+            self._busy.clear()
             raise
 
     def _start(self) -> Worker:
@@ -87,43 +104,43 @@ class Executor:
         except OSError as exc:
             raise RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}") from exc
 
-    def _send(self, worker: Worker, job: Job, tests: dict, busy: dict, on_result) -> None:
+    def _send(self, worker: Worker, job: Job, tests: dict, on_result: Callback) -> None:
         message = {"id": 0, "task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
                    "details": job.details, "collect": job.collect}
+        self._busy[worker] = (job, on_result)
         try:
             worker.send(message, tests)
         except WorkerDied as exc:
-            self._lost(worker, busy, on_result, exc)
+            self._lost(worker, exc)
 
-    def _collect(self, worker: Worker, busy: dict, on_result: Callable[[int, dict], None]) -> None:
+    def _collect(self, worker: Worker) -> None:
         try:
             lines = worker.receive()
         except WorkerDied as exc:
-            self._lost(worker, busy, on_result, exc)
+            self._lost(worker, exc)
             return
         for line in lines:
+            worker.deadline = float("inf")
             if not worker.ready:  # the zygote's first line: started
                 worker.ready = True
-                worker.deadline = float("inf")
                 continue
-            index, _ = busy.pop(worker)
-            worker.deadline = float("inf")
-            on_result(index, json.loads(line))
+            _, on_result = self._busy.pop(worker)
+            on_result(json.loads(line))
 
-    def _lost(self, worker: Worker, busy: dict, on_result: Callable[[int, dict], None], exc: WorkerDied) -> None:
+    def _lost(self, worker: Worker, exc: WorkerDied) -> None:
         """A worker that died or stopped answering: its job's failure, and a fresh worker in its place."""
         self._workers.remove(worker)
         worker.close()
         if not worker.ready:
             raise RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}")
         self._workers.append(self._start())
-        if worker not in busy:
+        if worker not in self._busy:
             return
-        index, _ = busy.pop(worker)
+        _, on_result = self._busy.pop(worker)
         # The program killed or stopped its zygote: its own failure.
         stopped = "stopped answering" in str(exc)
-        on_result(index, {"outcome": "timed out" if stopped else "failed",
-                          "reason": None if stopped else "the sandbox worker was killed", "cpu_seconds": None})
+        on_result({"outcome": "timed out" if stopped else "failed",
+                   "reason": None if stopped else "the sandbox worker was killed", "cpu_seconds": None})
 
     def close(self) -> None:
         for worker in self._workers:
@@ -179,12 +196,18 @@ class TaskRunner:
             self.suites[task.task_id] = test_suite(task, outputs.get(task.task_id))
         self._set_limits(seconds, [task.task_id for task in tasks])
 
-    def calibrate(self, task_ids: set[str]) -> set[str]:
-        """Calibrate provisional tasks; return those whose limit is now above the floor."""
-        tasks = [task for task in self.benchmark.tasks if task.task_id in task_ids & self.provisional]
-        measured, _ = self._run_references(tasks)
-        self._set_limits(measured, list(measured))
-        return {task_id for task_id in measured if self.limits[task_id].cpu_seconds > CPU_FLOOR_SECONDS}
+    def calibrate_later(self, task_id: str, then: Callable[[], None]) -> None:
+        """Queue the calibration of a provisional task, ahead of other jobs; `then()` once its limit is set."""
+        task = self.benchmark.task(task_id)
+        job, suite = _reference_job(task)
+
+        def calibrated(result: dict) -> None:
+            seconds = {task_id: self._reference_result(task, result, {})}
+            self.store.add_calibration(machine_id(), seconds)
+            self._set_limits(seconds, [task_id])
+            then()
+
+        self.executor.submit(job, suite, calibrated, first=True)
 
     def _set_limits(self, seconds: dict[str, float], task_ids: list[str]) -> None:
         for task_id in task_ids:
@@ -198,31 +221,34 @@ class TaskRunner:
 
     def _run_references(self, tasks: list[Task]) -> tuple[dict[str, float], dict[str, bytes]]:
         """Run reference solutions: their CPU seconds and (IO tests) outputs, stored for later runs."""
-        # Keyed apart from the tasks' own suites: a worker caches suites by key, and these lack outputs.
-        keys = [f"{task.task_id}#reference" for task in tasks]
-        jobs = [Job(key, task.reference, CALIBRATION_LIMITS, collect=not isinstance(task.tests, CodeTests))
-                for key, task in zip(keys, tasks)]
-        suites = {key: test_suite(task, None) for key, task in zip(keys, tasks)}
         measured, collected = {}, {}
-
-        def record(index: int, result: dict) -> None:
-            task = tasks[index]
-            if result["outcome"] not in ("passed", "collected"):
-                raise UserError(f"{self.benchmark.path}: the reference solution of {task.task_id} does not pass "
-                                f"in the sandbox ({result['outcome']}: {result.get('reason')})")
-            measured[task.task_id] = result["cpu_seconds"]
-            if result["outcome"] == "collected":
-                import base64
-
-                collected[task.task_id] = base64.b64decode(result["blob"])
-
-        self.executor.run(jobs, suites, record)
+        for task in tasks:
+            job, suite = _reference_job(task)
+            self.executor.submit(job, suite, lambda result, task=task: measured.__setitem__(
+                task.task_id, self._reference_result(task, result, collected)))
+        self.executor.wait()
         self.store.add_reference_outputs(collected)
         self.store.add_calibration(machine_id(), measured)
         return measured, collected
 
+    def _reference_result(self, task: Task, result: dict, collected: dict[str, bytes]) -> float:
+        """The reference's CPU seconds (its outputs go to `collected`); a reference that fails stops the run."""
+        if result["outcome"] not in ("passed", "collected"):
+            raise UserError(f"{self.benchmark.path}: the reference solution of {task.task_id} does not pass "
+                            f"in the sandbox ({result['outcome']}: {result.get('reason')})")
+        if result["outcome"] == "collected":
+            collected[task.task_id] = base64.b64decode(result["blob"])
+        return result["cpu_seconds"]
+
     def job(self, task_id: str, program: str, details: bool) -> Job:
         return Job(task_id, program, self.limits[task_id], details=details)
+
+
+def _reference_job(task: Task) -> tuple[Job, dict]:
+    # Keyed apart from the task's own suite: a worker caches suites by key, and this one lacks outputs.
+    job = Job(f"{task.task_id}#reference", task.reference, CALIBRATION_LIMITS,
+              collect=not isinstance(task.tests, CodeTests))
+    return job, test_suite(task, None)
 
 
 def test_suite(task: Task, reference_outputs: bytes | None) -> dict:
