@@ -99,7 +99,9 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
 
     store = Store(moecoder_home() / "harness.sqlite3", bench.name, bench.sha256)
     executor = Executor(workers, limits)
-    mode = f"{executor.isolation}/{'details' if details else 'first-failure'}"
+    # Verdicts are reused only under the same isolation, test mode and time-limit policy.
+    mode = (f"{executor.isolation}/{'details' if details else 'first-failure'}"
+            f"/cpu=max({CPU_FLOOR_SECONDS},{CPU_FACTOR}xref)")
     try:
         verdicts = store.verdicts(mode)
         todo = {key: program for key, (_, program) in zip(keys, programs) if key not in verdicts}
