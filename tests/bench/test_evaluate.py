@@ -70,6 +70,36 @@ def test_rows_keep_fields_and_order_and_identical_programs_run_once():
     assert summary["pass_at_k"]["pass@1"]["value"] == pytest.approx((2 / 3 + 1) / 2)
 
 
+def test_a_timeout_at_the_floor_is_final_only_under_the_calibrated_limit(monkeypatch, moecoder_home):
+    # HumanEval/75's reference needs far more CPU than a tiny floor: it times out there first,
+    # its task is calibrated, and it runs again under the grown limit. An endless loop stays timed out.
+    monkeypatch.setattr("moecoder.bench.executor.CPU_FLOOR_SECONDS", 0.02)
+    references = {row["task_id"]: row for row in humaneval_references()}
+    samples = [references["HumanEval/75"], {"task_id": "HumanEval/0", "completion": "    while True:\n        pass\n"},
+               references["HumanEval/0"]]
+    rows, summary = evaluate_samples("humaneval", samples, k=(1,), workers=2)
+    assert [row["result"] for row in rows] == ["passed", "timed out", "passed"]
+    with sqlite3.connect(moecoder_home / "harness.sqlite3") as db:
+        verdicts = db.execute("SELECT task_id, outcome FROM verdicts ORDER BY task_id, outcome").fetchall()
+        calibrated = {task for (task,) in db.execute("SELECT task_id FROM calibration")}
+    assert verdicts == [("HumanEval/0", "passed"), ("HumanEval/0", "timed out"), ("HumanEval/75", "passed")]
+    assert {"HumanEval/0", "HumanEval/75"} <= calibrated
+    assert summary["limits"]["cpu_seconds"]["max"] > 0.02
+
+
+def test_a_worker_gets_an_io_suite_again_after_switching_tasks():
+    # A zygote keeps one HumanEval+ suite (expected outputs can be large): one worker, tasks A, B, A.
+    path = shared_file(HUMANEVAL_PLUS)
+    solutions = {r["task_id"]: r["prompt"] + r["canonical_solution"] for r in read_jsonl(path)
+                 if r["task_id"] in ("HumanEval/2", "HumanEval/4")}
+    samples = [{"task_id": "HumanEval/2", "solution": solutions["HumanEval/2"]},
+               {"task_id": "HumanEval/4", "solution": solutions["HumanEval/4"]},
+               {"task_id": "HumanEval/2", "solution": solutions["HumanEval/2"] + "\n# same, and a new program\n"},
+               {"task_id": "HumanEval/2", "solution": "def truncate_number(number):\n    return 0.5\n"}]
+    rows, _ = evaluate_samples("humaneval+", samples, dataset=str(path), k=(1,), workers=1)
+    assert [row["passed"] for row in rows] == [True, True, True, False]
+
+
 def test_k_larger_than_a_task_n_is_refused_unless_defaulted():
     samples = humaneval_references()[:2]
     with pytest.raises(UserError, match="pass@10 needs at least 10 samples"):

@@ -112,6 +112,34 @@ def test_the_working_directory_is_private_and_writable(executor):
     assert run(executor, program)["outcome"] == "passed"  # the next program starts empty again
 
 
+def test_what_a_program_leaves_in_tmp_is_gone_for_the_next(executor):
+    needs_namespaces(executor)
+    messy = ("import os\nos.makedirs('/tmp/left/deep')\nopen('/tmp/left.txt', 'w').write('x')\n"
+             "open('here.txt', 'w').write('x')\nos.chmod('.', 0o777)\n"
+             "def f(x):\n    return 2 * x")
+    clean = ("import os, stat\nassert os.listdir('/tmp') == ['work'], os.listdir('/tmp')\n"
+             "assert os.listdir('.') == [] and stat.S_IMODE(os.stat('.').st_mode) == 0o700\n"
+             "def f(x):\n    return 2 * x")
+    assert run(executor, messy)["outcome"] == "passed"
+    assert run(executor, clean)["outcome"] == "passed"
+
+
+def test_the_cpu_limit_is_exact_and_counts_cpu_not_waiting(executor):
+    spin = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+    short = Limits(**{**LIMITS.as_dict(), "cpu_seconds": 0.2})
+    results = {}
+    executor.run([Job("code", spin + "def f(x):\n    return 2 * x", short),
+                  Job("code", spin + "def f(x):\n    return 2 * x", LIMITS)], {"code": SUITE}, results.__setitem__)
+    assert results[0]["outcome"] == "timed out" and 0.2 <= results[0]["cpu_seconds"] < 0.25, results[0]
+    assert results[1]["outcome"] == "passed" and results[1]["cpu_seconds"] >= 0.4
+
+
+def test_a_program_that_does_not_compile_is_an_error_without_a_fork(executor):
+    result = run(executor, "def f(x)\n    return 2 * x")
+    assert (result["outcome"], result["reason"], result["cpu_seconds"]) == ("error", "SyntaxError", 0.0)
+    assert run(executor, "x = '\\d'\n" + "def f(x):\n    return 2 * x")["output"] == ""  # warnings are silenced
+
+
 def test_writes_and_deletes_outside_tmp_do_not_happen(executor, tmp_path):
     needs_namespaces(executor)
     victim = tmp_path / "victim.txt"
