@@ -35,11 +35,18 @@ def test_humaneval_references_pass_164_of_164():
 def test_humaneval_plus_references_pass_base_and_plus_inputs():
     path = shared_file(HUMANEVAL_PLUS)
     samples = [{"task_id": r["task_id"], "solution": r["prompt"] + r["canonical_solution"]} for r in read_jsonl(path)]
-    rows, summary = evaluate_samples("humaneval+", samples, dataset=str(path), k=(1,), details=True)
-    assert [row["result"] for row in rows if not row["passed"]] == []
+    # Right on every input but the large ones, whose expected outputs (megabytes) are kept as digests.
+    off_by_one = ("def string_sequence(n: int) -> str:\n"
+                  "    return ' '.join(str(x) for x in range(n + 1 if n < 100000 else n))\n")
+    rows, summary = evaluate_samples("humaneval+", samples + [{"task_id": "HumanEval/15", "solution": off_by_one}],
+                                     dataset=str(path), k=(1,), details=True)
+    *references, wrong = rows
+    assert [row["result"] for row in references if not row["passed"]] == []
     by_task = {r["task_id"]: len(r["base_input"]) + len(r["plus_input"]) for r in read_jsonl(path)}
     assert all(len(row["details"]) == by_task[row["task_id"]] for row in rows)  # every input ran
     assert summary["outcomes"]["passed"] == 164
+    inputs = next(r["base_input"] + r["plus_input"] for r in read_jsonl(path) if r["task_id"] == "HumanEval/15")
+    assert [item is True for item in wrong["details"]] == [n < 100000 for (n,) in inputs]
 
 
 def test_mbpp_references_pass_500_of_500():

@@ -20,7 +20,7 @@ LIMITS = Limits(cpu_seconds=1.0, wall_seconds=4.0, memory_bytes=512 << 20, file_
                 processes=16, tmpfs_bytes=8 << 20)
 SUITE = {"kind": "code", "setup": "", "units": ["assert f(2) == 4", "assert f(3) == 6"]}
 IO_SUITE = {"kind": "io", "entry_point": "f", "inputs": [(2,), (3,)], "atol": 0, "oracle": None,
-            "expected": zlib.compress(pickle.dumps([4, 6]))}  # as the harness ships reference outputs
+            "expected": zlib.compress(pickle.dumps({"outputs": [4, 6], "digests": {}}))}  # as the harness ships them
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +228,29 @@ def test_io_tests_pass_right_outputs_and_name_the_first_wrong_one(executor):
     assert run(executor, "def f(x):\n    return 2 * x", IO_SUITE)["outcome"] == "passed"
     wrong = run(executor, "def f(x):\n    return 4 if x == 2 else 0", IO_SUITE)
     assert (wrong["outcome"], wrong["reason"]) == ("failed", "wrong output on test 1")
+
+
+@pytest.mark.parametrize("left,right", [(1, 1.0), (True, 1), ([1, 2.0], [1.0, 2]), ((1, "a"), (1.0, "a")),
+                                        (-0.0, 0), (complex(2, 0), 2), ("é" * 5, "é" * 5), (10 ** 400, 10 ** 400)])
+def test_digests_are_equal_for_values_that_compare_equal(left, right):
+    from moecoder.bench.zygote import _digest
+
+    assert left == right and _digest(left) == _digest(right) is not None
+
+
+@pytest.mark.parametrize("left,right", [([1], (1,)), ("a", b"a"), (1.5, 1.25), (0.1 + 0.2, 0.3), ([1, [2]], [1, 2]),
+                                        (None, 0), ("", [])])
+def test_digests_differ_for_values_that_compare_unequal(left, right):
+    from moecoder.bench.zygote import _digest
+
+    assert left != right and _digest(left) != _digest(right)
+
+
+def test_values_without_an_exact_digest_have_none():
+    from moecoder.bench.zygote import _digest
+
+    assert [_digest(v) for v in (float("nan"), [1, float("nan")], complex(1, 1), {"a": 1}, {1}, object())] == [None] * 6
+    assert _digest("x" * 10, min_bytes=1000) is None and _digest("x" * 1000, min_bytes=1000) is not None
 
 
 def test_clearing_the_private_tmp_keeps_the_interpreter_mount_and_removes_the_rest(tmp_path):
