@@ -55,9 +55,9 @@ import zlib
 # here is copied on every fork. A program that needs them imports them itself.
 import bisect, cmath, collections, heapq, itertools, math, operator, re, string, typing  # noqa: E401,F401
 
-# Bound here, not looked up in their modules after a program ran: a program can rebind `struct.pack`
-# in the module, not these names (the guards put this module's names back).
-_pack, _blake2b = struct.pack, _blake2.blake2b
+# Bound here, not looked up in its module after a program ran: a program can rebind `_blake2.blake2b`
+# in the module, not this name (the guards put this module's names back).
+_blake2b = _blake2.blake2b
 DIGEST_MIN_BYTES = 1 << 16  # a reference output at least this large (exactly compared) is kept as a digest
 OUTPUT_CAP = 4096  # bytes of program output kept; the rest is read and dropped
 VERDICT_CAP = 1 << 20  # a verdict is small; anything larger is a forgery attempt
@@ -209,9 +209,9 @@ def _run_io_tests(namespace, tests, details, undoers):
 def _collect_outputs(namespace, tests):
     """The reference solution's outputs, each call on a fresh copy (a solution may mutate its input).
 
-    A large output that is compared exactly is kept as a digest (see _digest): HumanEval+'s
-    biggest outputs are strings and lists of millions of items, which would otherwise be
-    pickled, shipped, stored and unpickled in every worker.
+    A large string or integer, compared exactly, is kept as a digest (see _digest): HumanEval+'s
+    biggest outputs are strings of megabytes, which would otherwise be pickled, shipped, stored
+    and unpickled in every worker.
     """
     entry_point = namespace[tests["entry_point"]]
     outputs, digests = [], {}
@@ -228,44 +228,22 @@ def _collect_outputs(namespace, tests):
 
 
 def _digest(value, min_bytes=0):
-    """A hash of `value` under which two plain values are equal exactly when they compare equal
-    (1 == 1.0 == True, [1] != (1,)); None when no such form exists (NaN, complex, dict, set)
-    or when the form is shorter than `min_bytes`."""
-    digest, size, stack = _blake2b(digest_size=32), 0, [value]
-    while stack:
-        part = _canonical_part(stack.pop(), stack)
-        if part is None:
-            return None
-        digest.update(part)
-        size += len(part)
-    return digest.digest() if size >= min_bytes else None
-
-
-def _canonical_part(item, stack):
-    """`item`'s bytes in _digest's form; a list's or tuple's items are pushed on `stack`."""
-    kind = type(item)
-    if kind is complex and item.imag == 0:
-        item, kind = item.real, float
-    if kind is float:
-        if item != item:  # NaN equals nothing, itself included
-            return None
-        if not item.is_integer():
-            return b"f" + _pack("<d", item)
-        item, kind = int(item), int
+    """A hash of a str, bytes or int (a bool or integral float counts as the int it equals), or
+    None for any other value or one whose bytes are fewer than `min_bytes`. Only these can be
+    megabytes long while comparing equal exactly when their hashes do (1 == 1.0 == True);
+    containers are left to `==`, which is faster than any walk of their items in Python."""
+    kind = type(value)
+    if kind is float and value.is_integer():
+        value, kind = int(value), int
     if kind is int or kind is bool:
-        magnitude = int(item).to_bytes((int(item).bit_length() + 8) // 8, "little", signed=True)
-        return b"i" + _pack("<Q", len(magnitude)) + magnitude
-    if kind is str:
-        text = item.encode("utf-8", "surrogatepass")
-        return b"s" + _pack("<Q", len(text)) + text
-    if kind is bytes:
-        return b"b" + _pack("<Q", len(item)) + item
-    if item is None:
-        return b"n"
-    if kind is list or kind is tuple:
-        stack.extend(reversed(item))
-        return (b"l" if kind is list else b"t") + _pack("<Q", len(item))
-    return None
+        data = b"i" + int(value).to_bytes((int(value).bit_length() + 8) // 8, "little", signed=True)
+    elif kind is str:
+        data = b"s" + value.encode("utf-8", "surrogatepass")
+    elif kind is bytes:
+        data = b"b" + value
+    else:
+        return None
+    return _blake2b(data, digest_size=32).digest() if len(data) >= min_bytes else None
 
 
 def _set_limits(limits) -> None:

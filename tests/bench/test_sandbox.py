@@ -230,26 +230,25 @@ def test_io_tests_pass_right_outputs_and_name_the_first_wrong_one(executor):
     assert (wrong["outcome"], wrong["reason"]) == ("failed", "wrong output on test 1")
 
 
-@pytest.mark.parametrize("left,right", [(1, 1.0), (True, 1), ([1, 2.0], [1.0, 2]), ((1, "a"), (1.0, "a")),
-                                        (-0.0, 0), (complex(2, 0), 2), ("é" * 5, "é" * 5), (10 ** 400, 10 ** 400)])
+@pytest.mark.parametrize("left,right", [(10 ** 400, 10 ** 400), (-(10 ** 400), -(10 ** 400)),
+                                        (1, 1.0), (True, 1), ("é" * 5, "é" * 5), (b"ab", b"ab")])
 def test_digests_are_equal_for_values_that_compare_equal(left, right):
     from moecoder.bench.zygote import _digest
 
     assert left == right and _digest(left) == _digest(right) is not None
 
 
-@pytest.mark.parametrize("left,right", [([1], (1,)), ("a", b"a"), (1.5, 1.25), (0.1 + 0.2, 0.3), ([1, [2]], [1, 2]),
-                                        (None, 0), ("", [])])
+@pytest.mark.parametrize("left,right", [("a", b"a"), (10 ** 400, 10 ** 400 + 1), (-5, 5), ("ab", "ba"), (0, "")])
 def test_digests_differ_for_values_that_compare_unequal(left, right):
     from moecoder.bench.zygote import _digest
 
     assert left != right and _digest(left) != _digest(right)
 
 
-def test_values_without_an_exact_digest_have_none():
+def test_only_large_strings_bytes_and_integers_have_digests():
     from moecoder.bench.zygote import _digest
 
-    assert [_digest(v) for v in (float("nan"), [1, float("nan")], complex(1, 1), {"a": 1}, {1}, object())] == [None] * 6
+    assert [_digest(v) for v in (1.5, float("nan"), complex(1, 0), [1], ("a",), {"a": 1}, None)] == [None] * 7
     assert _digest("x" * 10, min_bytes=1000) is None and _digest("x" * 1000, min_bytes=1000) is not None
 
 
