@@ -126,6 +126,7 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
     """Run every program of `todo`; verdicts are stored as they become final."""
     finished, unsaved = {}, []
     held: dict[str, list] = {}  # provisional task -> programs that timed out at the floor, awaiting its calibration
+    sandbox_works = []  # not empty once a reference passed in the sandbox
     last_commit = [time.monotonic()]
     bar = _progress_bar(len(todo)) if progress else None
 
@@ -153,25 +154,37 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
     def save(key: tuple[str, str], verdict: dict) -> None:
         finished[key] = verdict
         unsaved.append((*key, verdict))
-        if len(unsaved) >= COMMIT_EVERY or time.monotonic() - last_commit[0] > COMMIT_SECONDS:
-            store.add_verdicts(mode, unsaved)
-            unsaved.clear()
-            last_commit[0] = time.monotonic()
+        commit()
         if bar:
             bar.advance()
 
-    pending = runner.prepare({task for task, _ in todo})
+    def commit(force: bool = False) -> None:
+        if sandbox_works and (force or len(unsaved) >= COMMIT_EVERY
+                              or time.monotonic() - last_commit[0] > COMMIT_SECONDS):
+            store.add_verdicts(mode, unsaved)
+            unsaved.clear()
+            last_commit[0] = time.monotonic()
+
     by_task: dict[str, list] = {}
     for key in todo:
         by_task.setdefault(key[0], []).append(key)
-    for task in pending:  # IO tests: a task's programs run once its reference gave the expected outputs
-        runner.prepare_later(task, lambda keys=by_task[task]: [submit(key) for key in keys])
+    def reference_passed(task: str) -> None:
+        sandbox_works.append(True)
+        if task in pending:  # IO tests: its programs run now that its reference gave the expected outputs
+            for key in by_task[task]:
+                submit(key)
+
+    # A reference that passes shows the sandbox can run a right program at all: until one has,
+    # nothing is stored (a broken jail must stop the run, not record every sample as failed).
+    pending = set(runner.prepare(set(by_task)))
+    for task in pending or [next(iter(by_task))]:
+        runner.prepare_later(task, functools.partial(reference_passed, task))
     for key in _job_order(runner, [key for key in todo if key[0] not in pending]):
         submit(key)
     try:
         executor.wait()
     finally:
-        store.add_verdicts(mode, unsaved)
+        commit(force=True)
         if bar:
             bar.stop()
     return finished

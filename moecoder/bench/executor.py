@@ -181,11 +181,7 @@ class TaskRunner:
         self.provisional: set[str] = set()  # tasks whose limit is the floor until calibrated
 
     def prepare(self, task_ids: set[str]) -> list[str]:
-        """Load stored reference outputs and calibrations for `task_ids`; return the pending tasks.
-
-        One reference runs first, alone, as a check that the sandbox can run a right program at
-        all: a broken jail must stop the run, not score every sample as failed.
-        """
+        """Load stored reference outputs and calibrations for `task_ids`; return the pending tasks."""
         tasks = [task for task in self.benchmark.tasks if task.task_id in task_ids]
         outputs = self.store.reference_outputs()
         seconds = self.store.calibration(machine_id())
@@ -195,10 +191,7 @@ class TaskRunner:
         for task in ready:
             self.suites[task.task_id] = test_suite(task, outputs.get(task.task_id))
         self._set_limits(seconds, [task.task_id for task in ready])
-        canary = pending[0] if pending else tasks[0].task_id
-        self.prepare_later(canary, lambda: None)
-        self.executor.wait()
-        return pending[1:]
+        return pending
 
     def prepare_later(self, task_id: str, then: Callable[[], None]) -> None:
         """Queue the task's reference, ahead of other jobs; once it ran, set the task's outputs

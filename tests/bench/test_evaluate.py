@@ -94,6 +94,24 @@ def test_a_timeout_at_the_floor_is_final_only_under_the_calibrated_limit(monkeyp
     assert summary["limits"]["cpu_seconds"]["max"] > 0.02
 
 
+def test_a_sandbox_that_fails_a_reference_stops_the_run_and_stores_nothing(monkeypatch, moecoder_home):
+    # As a jail that cannot run a right program would: the first reference fails. No sample's
+    # verdict may be kept, though other workers ran samples meanwhile.
+    import dataclasses
+
+    import moecoder.bench.evaluate as evaluate
+
+    real = load_benchmark("humaneval")
+    slow_failure = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\nraise SystemExit(0)"
+    broken = dataclasses.replace(real, tasks=[dataclasses.replace(real.tasks[0], reference=slow_failure),
+                                              *real.tasks[1:]])
+    monkeypatch.setattr(evaluate, "load_benchmark", lambda name, path=None: broken)
+    with pytest.raises(UserError, match="reference solution of HumanEval/0 does not pass in the sandbox"):
+        evaluate_samples("humaneval", humaneval_references(), k=(1,))  # the others run while it fails
+    with sqlite3.connect(moecoder_home / "harness.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM verdicts").fetchone()[0] == 0
+
+
 def test_a_worker_gets_an_io_suite_again_after_switching_tasks():
     # A zygote keeps one HumanEval+ suite (expected outputs can be large): one worker, tasks A, B, A.
     path = shared_file(HUMANEVAL_PLUS)
