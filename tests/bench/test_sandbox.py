@@ -252,6 +252,25 @@ def test_only_large_strings_bytes_and_integers_have_digests():
     assert _digest("x" * 10, min_bytes=1000) is None and _digest("x" * 1000, min_bytes=1000) is not None
 
 
+class _Anything:
+    __eq__ = lambda self, other: True
+
+
+class _Int(int):
+    pass
+
+
+@pytest.mark.parametrize("value,plain", [
+    ([1, 2.0, "a", None], True), ([[1], [2, (3, {4: frozenset({5})})]], True), (list(range(10 ** 5)), True),
+    ([_Anything()], False), ([[[_Anything()]]], False), ({1: _Anything()}, False), ({_Int(1): 1}, False),
+    ({"k": [1, [2, [_Int(3)]]]}, False), ((1, {2, _Int(3)}), False),
+])
+def test_only_outputs_built_of_built_in_types_are_compared(value, plain):
+    from moecoder.bench.zygote import _plain
+
+    assert _plain(value) is plain
+
+
 def test_clearing_the_private_tmp_keeps_the_interpreter_mount_and_removes_the_rest(tmp_path):
     # Inside the jail an interpreter installed under /tmp is a read-only bind at e.g. /tmp/ci/venv: the
     # zygote clears /tmp between programs but must neither walk into that mount nor keep anything else.
