@@ -51,8 +51,8 @@ import zlib
 
 # Warm the modules that HumanEval's and MBPP's programs and tests import most, so each fork starts
 # with them loaded. Left out on purpose: `random`, whose at-fork hook reseeds it in every child
-# (0.3 ms a fork), and big, rarely used modules (decimal, hashlib, statistics...): every megabyte
-# here is copied on every fork. A program that needs them imports them itself.
+# (0.3 ms a fork), and big, rarely used modules (decimal, hashlib, statistics...): every fork copies
+# the page tables of all that is loaded here. A program that needs them imports them itself.
 import bisect, cmath, collections, heapq, itertools, math, operator, re, string, typing  # noqa: E401,F401
 
 # Bound here, not looked up in its module after a program ran: a program can rebind `_blake2.blake2b`
