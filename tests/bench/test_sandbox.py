@@ -114,14 +114,26 @@ def test_the_working_directory_is_private_and_writable(executor):
 
 def test_what_a_program_leaves_in_tmp_is_gone_for_the_next(executor):
     needs_namespaces(executor)
-    messy = ("import os\nos.makedirs('/tmp/left/deep')\nopen('/tmp/left.txt', 'w').write('x')\n"
+    # Beside an interpreter installed under /tmp (a CI clone's venv) the jail's tmpfs is writable too.
+    beside = "os.path.join(os.path.dirname(sys.prefix), 'stray')"
+    messy = (f"import os, sys\nif sys.prefix.startswith('/tmp/'):\n    open({beside}, 'w').write('x')\n"
+             "os.makedirs('/tmp/left/deep')\nopen('/tmp/left.txt', 'w').write('x')\n"
              "open('here.txt', 'w').write('x')\nos.chmod('.', 0o777)\n"
              "def f(x):\n    return 2 * x")
-    clean = ("import os, stat\nassert os.listdir('/tmp') == ['work'], os.listdir('/tmp')\n"
+    clean = (f"import os, stat, sys\nassert not os.path.exists({beside})\n"
+             "assert not os.path.exists('/tmp/left') and not os.path.exists('/tmp/left.txt')\n"
              "assert os.listdir('.') == [] and stat.S_IMODE(os.stat('.').st_mode) == 0o700\n"
              "def f(x):\n    return 2 * x")
     assert run(executor, messy)["outcome"] == "passed"
     assert run(executor, clean)["outcome"] == "passed"
+
+
+def test_a_clean_tmp_is_what_the_interpreter_mounts_leave(monkeypatch):
+    from moecoder.bench import zygote
+
+    monkeypatch.setattr(zygote, "_mounts_below", lambda directory: frozenset({"/tmp/ci/a/venv", "/tmp/ci/py"}))
+    supervisor = zygote.Supervisor(namespaced=True, workdir="/tmp/work")
+    assert supervisor.expected_tmp == {"/tmp": {"work", "ci"}, "/tmp/ci": {"a", "py"}, "/tmp/ci/a": {"venv"}}
 
 
 def test_the_cpu_limit_is_exact_and_counts_cpu_not_waiting(executor):
