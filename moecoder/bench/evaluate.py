@@ -165,18 +165,18 @@ def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: 
             unsaved.clear()
             last_commit[0] = time.monotonic()
 
-    by_task: dict[str, list] = {}
-    for key in todo:
-        by_task.setdefault(key[0], []).append(key)
     def reference_passed(task: str) -> None:
         sandbox_works.append(True)
         if task in pending:  # IO tests: its programs run now that its reference gave the expected outputs
             for key in by_task[task]:
                 submit(key)
 
+    by_task: dict[str, list] = {}
+    for key in todo:
+        by_task.setdefault(key[0], []).append(key)
+    pending = set(runner.prepare(set(by_task)))
     # A reference that passes shows the sandbox can run a right program at all: until one has,
     # nothing is stored (a broken jail must stop the run, not record every sample as failed).
-    pending = set(runner.prepare(set(by_task)))
     for task in pending or [next(iter(by_task))]:
         runner.prepare_later(task, functools.partial(reference_passed, task))
     for key in _job_order(runner, [key for key in todo if key[0] not in pending]):

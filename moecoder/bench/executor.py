@@ -106,7 +106,7 @@ class Executor:
 
     def _send(self, worker: Worker, job: Job | Callable[[], Job], tests: dict, on_result: Callback) -> None:
         job = job if isinstance(job, Job) else job()
-        message = {"id": 0, "task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
+        message = {"task": job.task_id, "program": job.program, "limits": job.limits.as_dict(),
                    "details": job.details, "collect": job.collect}
         self._busy[worker] = (job, on_result)
         try:

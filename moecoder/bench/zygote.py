@@ -432,7 +432,7 @@ class Supervisor:
         cpu_clock = _process_cpu_clock(pid)
         started = time.monotonic()
         deadline = started + limits["wall_seconds"]
-        next_count = started + PROCESS_COUNT_INTERVAL
+        next_count = started + PROCESS_COUNT_INTERVAL if self.namespaced else float("inf")  # counts need a PID namespace
         buffers = {verdict_r: bytearray(), output_r: bytearray()}
         caps = {verdict_r: cap, output_r: OUTPUT_CAP}
         open_fds = [verdict_r, output_r, pidfd]
@@ -444,13 +444,13 @@ class Supervisor:
                 why = "wall"
             elif cpu_left <= 0:
                 why = "cpu"
-            elif self.namespaced and now >= next_count:
+            elif now >= next_count:
                 next_count = now + PROCESS_COUNT_INTERVAL
                 if _process_count() > limits["processes"]:
                     why = "processes"
             if why is not None:
                 break
-            wait = min(deadline - now, cpu_left, next_count - now if self.namespaced else cpu_left)
+            wait = min(deadline - now, cpu_left, next_count - now)
             ready, _, _ = select.select(open_fds, [], [], max(wait, MIN_WAIT))
             for fd in ready:
                 if fd == pidfd:
@@ -633,7 +633,6 @@ def main() -> None:
             test_suites[job["task"]] = tests
             gc.freeze()
         result = supervisor.run(job, test_suites[job["task"]])
-        result["id"] = job["id"]
         _write_all(control_out, json.dumps(result).encode() + b"\n")
 
 
