@@ -50,7 +50,7 @@ def build_random_model(directory: Path, preset: str, texts: list[str]) -> None:
     import torch
 
     from moecoder.model import ModelConfig, Transformer, save_model
-    from moecoder.train.tokenizer import train_tokenizer
+    from moecoder.text import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=4096, out_dir=directory)
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ from typing import Callable
 
 from moecoder.generate.base import Backend, ResultCallback
 from moecoder.generate.params import SamplingParams
-from moecoder.generate.prompts import render_chat, truncate_at_stop
-from moecoder.train.tokenizer import EOT
+from moecoder.generate.prompts import truncate_at_stop
+from moecoder.text import EOT, render_chat
 
 # Called after each decoding step with the ids just sampled, one per batch row ([B] tensor).
 StepCallback = Callable[["object"], None]
@@ -61,7 +61,8 @@ class LocalBackend(Backend):
     # --- prompts --------------------------------------------------------------------------------------
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        return render_chat(messages, self.chat_template, self.bos_token, self.eos_token)
+        return render_chat(messages, self.chat_template, add_generation_prompt=True, bos_token=self.bos_token,
+                           eos_token=self.eos_token)
 
     def prompt_ids(self, prompt: str | None = None, messages: list[dict] | None = None) -> list[int]:
         """Ids of a raw prompt (completion mode) or of a conversation under the chat template (which

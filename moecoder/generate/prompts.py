@@ -2,7 +2,7 @@
 
 - completion mode (base models): the raw benchmark prompt; the completion ends at the first of
   COMPLETION_STOP, cut here too because not every server honours `stop`.
-- chat mode (instruct models): the model's chat template, or DeepSeek-Coder's instruct template where a
+- chat mode (instruct models): the model's chat template (moecoder.text.render_chat), or DeepSeek-Coder's where a
   model has none; the code is then taken out of the reply with `extract_code`.
 """
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
-
-from moecoder.errors import UserError
-from moecoder.train.tokenizer import CHAT_TEMPLATE
 
 COMPLETION_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 
@@ -34,32 +31,6 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str,
     """Cut `text` at the earliest stop string; also say whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def render_chat(messages: list[dict], template: str | None = None, bos_token: str = "",
-                eos_token: str = "") -> str:
-    """The prompt text of a conversation under a Jinja chat template (DeepSeek-Coder's when None).
-
-    Rendered like transformers' apply_chat_template (sandboxed Jinja, trim_blocks, lstrip_blocks), with the
-    generation prompt added, so that the same template gives the same text in every backend.
-    """
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message or not isinstance(message.get("content"), str):
-            raise UserError(f"chat messages need a 'role' and a string 'content', got {message!r}")
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template or CHAT_TEMPLATE).render(
-            messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
-    except TemplateError as exc:
-        raise UserError(f"the chat template refused the conversation: {exc}") from exc
 
 
 # --- extracting code from a chat reply -------------------------------------------------------------------

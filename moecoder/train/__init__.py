@@ -11,11 +11,11 @@ Entry points (none of these imports torch until a training function runs):
 with `from moecoder.train.pretrain import prepare_data` (a from-import reads the module itself).
 """
 
+from moecoder.text import format_instruction, load_tokenizer, train_tokenizer
 from moecoder.train.config import NANO_MOE, TrainConfig, load_config
 from moecoder.train.corpus import build_corpus
 from moecoder.train.pretrain import pretrain
 from moecoder.train.sft import sft
-from moecoder.train.tokenizer import format_instruction, load_tokenizer, train_tokenizer
 
 __all__ = ["NANO_MOE", "TrainConfig", "build_corpus", "format_instruction", "load_config", "load_tokenizer",
            "pretrain", "sft", "train_tokenizer"]

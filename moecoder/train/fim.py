@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from moecoder.train.tokenizer import FIM_BEGIN, FIM_END, FIM_HOLE, CoderTokenizer
+from moecoder.text import FIM_BEGIN, FIM_END, FIM_HOLE, CoderTokenizer
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Callable
 
 from moecoder.errors import UserError
 from moecoder.files import write_json
+from moecoder.text import CoderTokenizer, load_tokenizer, train_tokenizer
 from moecoder.train.config import TrainConfig, load_config
 from moecoder.train.corpus import build_corpus
 from moecoder.train.fim import FimEncoder
-from moecoder.train.tokenizer import CoderTokenizer, load_tokenizer, train_tokenizer
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
 DATA_FIELDS = ("source", "tokenizer", "vocab_size", "max_files", "decontaminate", "mbpp_path",

@@ -15,8 +15,8 @@ from typing import Callable, Iterable
 
 from moecoder.errors import UserError
 from moecoder.files import parse_jsonl
+from moecoder.text import DEFAULT_SYSTEM_PROMPT, EOT, CoderTokenizer, load_tokenizer
 from moecoder.train.corpus import Decontaminator, Document, benchmark_texts, build_corpus
-from moecoder.train.tokenizer import DEFAULT_SYSTEM_PROMPT, EOT, CoderTokenizer, load_tokenizer
 
 SFT_DEFAULTS = {"seq_len": 512, "batch_size": 8, "lr": 5e-4, "warmup_steps": 10, "steps": 200,
                 "log_every": 10, "save_every": 100, "balance": "bias"}

@@ -7,7 +7,7 @@ import pytest
 
 from moecoder.errors import UserError
 from moecoder.generate import COMPLETION_STOP, SamplingParams, extract_code, make_backend
-from moecoder.generate.prompts import render_chat
+from moecoder.text import render_chat
 
 from tiny_model import CHAT as ADD
 
@@ -63,7 +63,7 @@ def test_models_without_a_chat_template_get_deepseek_coders(tiny_model, tmp_path
     (copy / "tokenizer_config.json").write_text(json.dumps(config))
     backend = make_backend(f"native:{copy}")
     assert backend.describe()["template"] == "deepseek-coder-instruct (built in)"
-    assert backend.chat_prompt(ADD) == render_chat(ADD, None, bos_token=config["bos_token"])
+    assert backend.chat_prompt(ADD) == render_chat(ADD, add_generation_prompt=True, bos_token=config["bos_token"])
 
 
 def test_hf_backend_on_the_same_weights_gives_the_same_greedy_output(tiny_model, native):

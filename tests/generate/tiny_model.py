@@ -24,7 +24,7 @@ def build_tiny_model(directory: Path) -> Path:
     import torch
 
     from moecoder.model import ModelConfig, Transformer, save_model
-    from moecoder.train.tokenizer import EOT, render_chat, train_tokenizer
+    from moecoder.text import EOT, render_chat, train_tokenizer
 
     chat = render_chat(CHAT, add_generation_prompt=True) + REPLY + EOT
     tokenizer = train_tokenizer([TEXT, chat] * 20, vocab_size=300, out_dir=directory, min_frequency=1)

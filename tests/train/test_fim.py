@@ -2,9 +2,9 @@ import random
 
 import pytest
 
+from moecoder.text import FIM_BEGIN, FIM_END, FIM_HOLE, train_tokenizer
 from moecoder.train.corpus import collect_files
 from moecoder.train.fim import FimEncoder, FimSplit, document_from_fim, fim_text, random_split
-from moecoder.train.tokenizer import FIM_BEGIN, FIM_END, FIM_HOLE, train_tokenizer
 
 
 @pytest.fixture(scope="module")

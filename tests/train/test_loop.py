@@ -43,7 +43,7 @@ def pretrained(tiny_config, tmp_path_factory) -> tuple[dict, Path]:
 
 def test_loss_decreases_and_run_is_complete(pretrained):
     from moecoder.model import load_model
-    from moecoder.train.tokenizer import load_tokenizer
+    from moecoder.text import load_tokenizer
 
     summary, run = pretrained
     log = read_log(run)

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from moecoder.errors import UserError
+from moecoder.text import EOT, render_chat, train_tokenizer
 from moecoder.train.corpus import Decontaminator, Document, collect_files, humaneval_texts
 from moecoder.train.sft import corpus_instructions, encode_chat, function_examples, read_sft_jsonl
-from moecoder.train.tokenizer import EOT, render_chat, train_tokenizer
 
 MODULE = '''"""A module."""
 

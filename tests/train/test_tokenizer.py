@@ -1,8 +1,8 @@
 import pytest
 
+from moecoder.text import (EOT, FIM_BEGIN, FIM_END, FIM_HOLE, SPECIAL_TOKENS, format_instruction,
+                          load_tokenizer, render_chat, train_tokenizer)
 from moecoder.train.corpus import collect_files
-from moecoder.train.tokenizer import (EOT, FIM_BEGIN, FIM_END, FIM_HOLE, SPECIAL_TOKENS, format_instruction,
-                                      load_tokenizer, render_chat, train_tokenizer)
 
 transformers = pytest.importorskip("transformers")
 

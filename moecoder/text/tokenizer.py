@@ -41,32 +41,6 @@ CHAT_TEMPLATE = (
 )
 
 
-def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """The chat template above rendered in Python (no jinja2 needed); tests check it equals transformers'."""
-    has_system = any(message["role"] == "system" for message in messages)
-    parts = [BOS] + ([] if has_system else [DEFAULT_SYSTEM_PROMPT])
-    for message in messages:
-        parts.append(render_turn(message))
-    if add_generation_prompt:
-        parts.append("### Response:\n")
-    return "".join(parts)
-
-
-def render_turn(message: dict) -> str:
-    """One message in the template: system verbatim, user as instruction, anything else as a response."""
-    role, content = message["role"], message["content"]
-    if role == "system":
-        return content
-    if role == "user":
-        return f"### Instruction:\n{content}\n"
-    return f"### Response:\n{content}\n{EOT}\n"
-
-
-def format_instruction(instruction: str) -> str:
-    """The DeepSeek-Coder instruct prompt for one instruction (with BOS text: encode without adding specials)."""
-    return render_chat([{"role": "user", "content": instruction}], add_generation_prompt=True)
-
-
 class CoderTokenizer:
     """A `tokenizers.Tokenizer` plus the ids of DeepSeek-Coder's special tokens.
 
