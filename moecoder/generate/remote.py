@@ -15,6 +15,8 @@ from moecoder.generate.base import Backend, ResultCallback
 from moecoder.generate.params import SamplingParams
 from moecoder.generate.prompts import truncate_at_stop
 
+# OpenAI's API takes at most 4 stop sequences (400 "array too long" for 5); the rest are cut here after the fact.
+MAX_STOP = 4
 # Statuses worth another try, as OpenAI's own client retries them: timeout, conflict, rate limit, server errors.
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -46,7 +48,10 @@ def _error_message(response: httpx.Response) -> str:
 class OpenAIBackend(Backend):
     """Requests to an OpenAI-compatible server: at most `concurrency` in flight, each retried with
     exponential backoff (honouring Retry-After) on 408/409/429/5xx and dropped connections, each bounded
-    by `timeout` seconds. The API key comes from OPENAI_API_KEY (local servers need none)."""
+    by `timeout` seconds. The API key comes from OPENAI_API_KEY (local servers need none).
+
+    The server is sent the first MAX_STOP stop strings; the text is cut at the earliest of all of them here,
+    which gives the same text (a server that stops only later just generated more than needed)."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
                  concurrency: int = 16, timeout: float = 600.0, max_retries: int = 6,
@@ -106,8 +111,8 @@ class OpenAIBackend(Backend):
         while len(texts) < params.n:
             request = {**body, "model": self.model, "n": params.n - len(texts), "temperature": params.temperature,
                        "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": params.seed + len(texts)}
-            if params.stop:
-                request["stop"] = list(params.stop)
+            if params.stop:  # the first MAX_STOP only; every stop string is cut client-side below
+                request["stop"] = list(params.stop[:MAX_STOP])
             async with semaphore:
                 answer = await self._post(client, path, request)
             choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))

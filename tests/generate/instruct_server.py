@@ -1,7 +1,8 @@
 """A small OpenAI-compatible server that answers like an instruct model, for the openai: backend's tests.
 
 Chat replies carry a <think> draft, prose, the solution in a python fence and a usage-example fence.
-The server can be told to push back: a 429 with Retry-After, a 500, a 400. It records every request.
+The server can be told to push back: a 429 with Retry-After, a 500, a 400. Like OpenAI's API it refuses
+more than 4 stop sequences with a 400, and honours those it gets. It records every request.
 Tests import this module by name (pytest puts the test directory on sys.path).
 """
 
@@ -70,11 +71,15 @@ class InstructServer:
         body, failure = await self._enter("completions", request)
         if failure:
             return failure
-        # A base model that runs on past the function, as servers ignoring `stop` let it.
-        text = f"    return x + {body['seed']}\n\n\ndef unrelated():\n    pass\n"
+        stop = body.get("stop") or []
+        if isinstance(stop, list) and len(stop) > 4:
+            return JSONResponse({"error": {"message": f"{stop} is too long - 'stop' (array too long)",
+                                           "type": "invalid_request_error", "param": "stop"}}, status_code=400)
+        # A base model that runs on past the function, cut at the stop sequences it was sent.
+        text = f"    return x + {body['seed']}\n\n\n# unrelated\n\ndef unrelated():\n    pass\n"
+        text = min((text[:text.index(s)] for s in stop if s in text), key=len, default=text)
         choices = [{"index": i, "text": text, "finish_reason": "length"} for i in range(self._count(body))]
         return {"id": "cmpl-1", "object": "text_completion", "model": body["model"], "choices": choices}
-
 
 
 @contextmanager

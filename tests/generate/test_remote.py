@@ -70,15 +70,16 @@ def test_concurrency_is_limited_and_results_keep_input_order():
     assert sorted(done) == list(range(12))
 
 
-def test_completion_mode_cuts_stop_sequences_client_side_and_tops_up_missing_choices():
-    server = InstructServer(choices_per_request=1)  # a server that ignores n
+def test_completion_mode_sends_four_stop_sequences_cuts_all_client_side_and_tops_up_missing_choices():
+    server = InstructServer(choices_per_request=1)  # a server that ignores n and refuses a 5th stop sequence
+    assert len(COMPLETION_STOP) == 5 and COMPLETION_STOP[4] == "\n#"  # the server's text has "\n#" first
     params = SamplingParams(n=3, temperature=0.2, stop=COMPLETION_STOP, max_new_tokens=64)
     with serve_in_thread(server.app) as url:
         samples = backend(url).complete(["def f(x):\n"], params)
     assert samples == [["    return x + 0\n\n", "    return x + 1\n\n", "    return x + 2\n\n"]]
     bodies = [body for _, _, body in server.requests]
     assert [b["n"] for b in bodies] == [3, 2, 1]
-    assert bodies[0]["stop"] == list(COMPLETION_STOP) and bodies[0]["max_tokens"] == 64
+    assert bodies[0]["stop"] == list(COMPLETION_STOP[:4]) and bodies[0]["max_tokens"] == 64
 
 
 def test_unreachable_server_is_a_clear_error():
