@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moecoder.model.config import ModelConfig
-from moecoder.model.rope import apply_rotary, softmax_scale
+from moecoder.model.rope import apply_rotary, mla_softmax_scale
 
 
 class RMSNorm(nn.Module):
@@ -56,7 +56,7 @@ class GroupedQueryAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
-        self.scale = softmax_scale(config, self.head_dim)
+        self.scale = self.head_dim**-0.5  # no YaRN term here: that is MLA's (mla_softmax_scale)
 
     def new_cache(self, batch: int, length: int, dtype, device) -> LayerCache:
         shape = (batch, self.n_kv, length, self.head_dim)
@@ -95,7 +95,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(self.rank)
         self.kv_b_proj = nn.Linear(self.rank, self.n_heads * (self.nope_dim + self.v_dim), bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.v_dim, c.hidden_size, bias=c.attention_bias)
-        self.scale = softmax_scale(c, c.qk_head_dim)
+        self.scale = mla_softmax_scale(c, c.qk_head_dim)
 
     def new_cache(self, batch: int, length: int, dtype, device) -> LayerCache:
         return LayerCache(torch.zeros(batch, length, self.rank + self.rope_dim, dtype=dtype, device=device))

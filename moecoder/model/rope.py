@@ -1,4 +1,9 @@
-"""Rotary position embedding with linear and YaRN scaling, in the half-split or DeepSeek's interleaved layout."""
+"""Rotary position embedding and its context-extension variants, in the half-split or DeepSeek's interleaved layout.
+
+Every rope type transformers implements for LLaMA and DeepSeek-V2/V3 (modeling_rope_utils.py), with its numbers:
+default (RoFormer), linear (position interpolation, Chen et al. 2023), dynamic (NTK-aware base growth with the
+sequence, /u/emozilla), yarn (Peng et al. 2023, arXiv:2309.00071) and llama3 (Meta's Llama 3.1 wavelength bands).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,19 @@ from torch import nn
 
 from moecoder.model.config import ModelConfig
 
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+
 
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     """YaRN's attention temperature: 0.1 * mscale * ln(factor) + 1 (1 when not extending)."""
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
-def softmax_scale(config: ModelConfig, head_dim: int) -> float:
-    """1/sqrt(d), times mscale_all_dim's YaRN correction squared (DeepSeek-V2/V3 long-context configs)."""
+def mla_softmax_scale(config: ModelConfig, head_dim: int) -> float:
+    """Multi-head latent attention's softmax scale: 1/sqrt(head_dim), times yarn_mscale(factor, mscale_all_dim)^2
+    when the rope is scaled and mscale_all_dim is set (DeepSeek-V2/V3 long-context configs; DeepSeek's
+    modeling code, transformers' yarn_apply_mscale). Grouped-query attention has no such term: its scale is
+    1/sqrt(head_dim), YaRN's temperature reaching it only through cos/sin."""
     scale = head_dim**-0.5
     scaling = config.rope_scaling or {}
     if config.rope_type != "default" and scaling.get("mscale_all_dim"):
@@ -24,18 +34,43 @@ def softmax_scale(config: ModelConfig, head_dim: int) -> float:
     return scale
 
 
+def _base_frequencies(dim: int, base: float | torch.Tensor) -> torch.Tensor:
+    """RoFormer's inverse frequencies base^(-2i/dim), i < dim/2, in float32."""
+    return 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+
+
 def rope_frequencies(config: ModelConfig) -> tuple[torch.Tensor, float]:
-    """Inverse frequencies [rope_dim/2] and the factor cos/sin are multiplied by."""
-    dim, base, scaling = config.rope_dim, config.rope_theta, config.rope_scaling or {}
-    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    if config.rope_type == "linear":
+    """Inverse frequencies [rope_dim/2] (per position, radians) and the factor cos/sin are multiplied by.
+
+    For dynamic these are the frequencies up to max_position_embeddings; longer sequences get
+    dynamic_frequencies. Raises ValueError for a rope type outside ROPE_TYPES."""
+    dim, base, scaling, kind = config.rope_dim, config.rope_theta, config.rope_scaling or {}, config.rope_type
+    if kind not in ROPE_TYPES:
+        raise ValueError(f"unsupported rope_scaling type {kind!r} (one of {', '.join(ROPE_TYPES)})")
+    inv_freq = _base_frequencies(dim, base)
+    if kind == "linear":
         return inv_freq / scaling["factor"], 1.0
-    if config.rope_type != "yarn":
-        if config.rope_type != "default":
-            raise ValueError(f"unsupported rope_scaling type {config.rope_type!r} (default, linear or yarn)")
-        return inv_freq, 1.0
-    factor = scaling.get("factor") or config.max_position_embeddings / scaling["original_max_position_embeddings"]
+    if kind == "yarn":
+        return _yarn(config, inv_freq)
+    if kind == "llama3":
+        return _llama3(config, inv_freq), 1.0
+    return inv_freq, 1.0
+
+
+def dynamic_frequencies(config: ModelConfig, seq_len: torch.Tensor) -> torch.Tensor:
+    """Dynamic NTK scaling for a sequence of seq_len positions (a 0-d tensor: no host sync): the base grows to
+    base * (factor * L / max_pos - (factor - 1))^(dim / (dim - 2)) with L = max(seq_len, max_pos), so
+    sequences within max_position_embeddings keep the original frequencies."""
+    dim, max_pos, factor = config.rope_dim, config.max_position_embeddings, config.rope_scaling["factor"]
+    length = seq_len.clamp(min=max_pos).float()
+    base = config.rope_theta * (factor * length / max_pos - (factor - 1)) ** (dim / (dim - 2))
+    return 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32, device=seq_len.device) / dim)
+
+
+def _yarn(config: ModelConfig, inv_freq: torch.Tensor) -> tuple[torch.Tensor, float]:
+    dim, base, scaling = config.rope_dim, config.rope_theta, config.rope_scaling
     original_len = scaling.get("original_max_position_embeddings", config.max_position_embeddings)
+    factor = scaling.get("factor") or config.max_position_embeddings / original_len
     mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
     attention_factor = scaling.get("attention_factor")
     if attention_factor is None:
@@ -52,8 +87,18 @@ def rope_frequencies(config: ModelConfig) -> tuple[torch.Tensor, float]:
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, dim - 1)
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / max(high - low, 1e-3)).clamp(0, 1)
-    inv_freq = inv_freq / factor * ramp + inv_freq * (1 - ramp)
-    return inv_freq, float(attention_factor)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp), float(attention_factor)
+
+
+def _llama3(config: ModelConfig, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Wavelengths shorter than original_len / high_freq_factor are kept, longer than original_len /
+    low_freq_factor divided by factor, and those in between interpolated smoothly."""
+    scaling = config.rope_scaling
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original_len = scaling.get("original_max_position_embeddings", config.max_position_embeddings)
+    wavelength = 2 * math.pi / inv_freq
+    smooth = ((original_len / wavelength - low) / (high - low)).clamp(0, 1)
+    return inv_freq / factor * (1 - smooth) + inv_freq * smooth
 
 
 class RotaryEmbedding(nn.Module):
@@ -62,6 +107,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.dynamic = config.rope_type == "dynamic"
         self.register_buffer("inv_freq", torch.empty(config.rope_dim // 2), persistent=False)
         self.reset_parameters()
 
@@ -71,7 +117,10 @@ class RotaryEmbedding(nn.Module):
             self.inv_freq.copy_(inv_freq.to(self.inv_freq.device))
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = position_ids[..., None].float() * self.inv_freq  # [B, T, rope_dim/2]
+        # Dynamic NTK follows the longest sequence in the batch, as transformers does for a forward or a
+        # generation whose positions only grow (it keeps the grown base for a later, shorter call; we do not).
+        inv_freq = dynamic_frequencies(self.config, position_ids.max() + 1) if self.dynamic else self.inv_freq
+        angles = position_ids[..., None].float() * inv_freq  # [B, T, rope_dim/2]
         return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
 
 

@@ -161,3 +161,60 @@ def test_pytorch_bin_and_fp8_block_quantized_checkpoints_load(reference_checkpoi
     assert relative_error(got, weight) < 0.07 and not torch.equal(got, weight)  # e4m3 rounding, scales undone
     save_model(ours, tmp_path / "fp8-saved")
     assert "quantization_config" not in json.loads((tmp_path / "fp8-saved" / "config.json").read_text())
+
+
+# Every rope type transformers implements for these layouts, on a 32-position model fed 48 tokens (beyond the
+# trained length, where the types differ); "yarn" is DeepSeek's long-context form with mscale and mscale_all_dim.
+SHORT = 16
+ROPES = {
+    "default": {"rope_type": "default"},
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": SHORT, "mscale": 0.707,
+             "mscale_all_dim": 0.707},
+    "yarn-plain": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": SHORT},
+    "llama3": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": SHORT},
+}
+
+
+@pytest.fixture(scope="module")
+def rope_checkpoint(tmp_path_factory):
+    """(layout, rope) -> (transformers model, directory): the layout with that rope and 32 positions."""
+    from model_layouts import LAYOUTS
+
+    def build(layout, rope):
+        model_class, config_class, kwargs = LAYOUTS[layout]
+        kwargs = dict(kwargs, max_position_embeddings=2 * SHORT,
+                      rope_parameters=dict(ROPES[rope], rope_theta=kwargs["rope_parameters"]["rope_theta"]))
+        torch.manual_seed(0)
+        config = getattr(transformers, config_class)(**kwargs)
+        model = getattr(transformers, model_class)(config).eval()
+        directory = tmp_path_factory.mktemp(f"{layout}-{rope}")
+        model.save_pretrained(directory)
+        return model, directory
+
+    return build
+
+
+@pytest.mark.parametrize("rope", sorted(ROPES))
+@pytest.mark.parametrize("layout", ["llama", "v2", "v3"])
+def test_every_rope_type_matches_transformers_beyond_the_trained_length(layout, rope, rope_checkpoint):
+    reference, directory = rope_checkpoint(layout, rope)
+    ours = load_model(directory, dtype=torch.float32)
+    assert ours.config.rope_type == ROPES[rope]["rope_type"]
+    ids = torch.randint(0, 128, (2, 3 * SHORT), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert relative_error(ours(ids), reference(ids).logits) <= TOL
+
+
+@pytest.mark.parametrize("layout", ["llama", "v3"])
+def test_dynamic_rope_generation_across_the_trained_length_equals_transformers(layout, rope_checkpoint):
+    """Dynamic NTK's base grows with every step past 32 positions; the cached keys keep the frequencies
+    they were rotated with, in both implementations."""
+    reference, directory = rope_checkpoint(layout, "dynamic")
+    ours = load_model(directory)
+    prompt = torch.randint(0, 128, (1, 2 * SHORT - 4), generator=torch.Generator().manual_seed(7))
+    want = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                              pad_token_id=0, eos_token_id=None)  # the mask: the prompt holds a 0
+    assert torch.equal(ours.generate(prompt, max_new_tokens=12), want)
