@@ -57,14 +57,17 @@ def render_chat(messages: list[dict], template: str | None = None, *, add_genera
     (tools, documents, ...). The text holds whatever special tokens the template writes (BOS for
     DeepSeek-Coder's): encode it without adding special tokens.
 
-    Raises UserError for a message that is not a dict with a 'role' and a string 'content', and for a
-    template that refuses the conversation (raise_exception) or fails to render.
+    Raises UserError for a message that is not a dict with a 'role' (its 'content' a string, a list of parts
+    or None, as templates expect), and for a template that is not valid Jinja, refuses the conversation
+    (raise_exception) or fails to render (a sandbox violation, a missing field).
     """
     from jinja2.exceptions import TemplateError
 
     for message in messages:
-        if not isinstance(message, dict) or "role" not in message or not isinstance(message.get("content"), str):
-            raise UserError(f"chat messages need a 'role' and a string 'content', got {message!r}")
+        if not isinstance(message, dict) or "role" not in message:
+            raise UserError(f"chat messages need a 'role', got {message!r}")
+        if not isinstance(message.get("content"), (str, list, type(None))):
+            raise UserError(f"a chat message's 'content' is a string or a list of parts, got {message['content']!r}")
     compiled = compile_template(template or CHAT_TEMPLATE)
     try:
         return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
