@@ -68,6 +68,7 @@ class TrainConfig:
     aux_loss_alpha: float = 1e-4
     dtype: str = "auto"  # "auto" (bf16 autocast on GPUs that support it, else float32), "bf16", "fp32"
     fsdp: bool = False  # shard parameters with FSDP2 under torchrun instead of DDP
+    expert_parallel: int = 1  # ranks that split each MoE layer's routed experts (divides E and the world size)
     seed: int = 0
     log_every: int = 10
     save_every: int = 100

@@ -1,5 +1,6 @@
 """The training loop shared by pre-training and SFT: AdamW, warmup + cosine, clipping, accumulation,
-bf16 autocast, MoE balancing, JSONL + progress-bar logging, atomic resumable checkpoints, DDP/FSDP2.
+bf16 autocast, MoE balancing, JSONL + progress-bar logging, atomic resumable checkpoints, DDP/FSDP2 and
+expert parallelism (the layout is decided in moecoder.train.parallel).
 
 Under `torchrun` every process runs this same code: the global batch is split across ranks and the
 loss is normalised by the global number of target tokens, so N processes compute the same update as one.
@@ -23,8 +24,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from moecoder.train.config import TrainConfig
+from moecoder.train import shards
 from moecoder.train.mfu import mfu, peak_flops
 from moecoder.train.packing import IGNORE_INDEX, BatchStream
+from moecoder.train.parallel import Layout
 
 LOG_FILE = "train_log.jsonl"
 
@@ -49,6 +52,10 @@ class Runtime:
         if self.distributed:
             dist.all_reduce(value)
         return value
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
 
 
 def init_runtime() -> Runtime:
@@ -136,8 +143,8 @@ def heldout_loss(model, dataset, max_tokens: int, batch_size: int, runtime: Runt
 
 
 class CheckpointStore:
-    """`<run>/checkpoints/step_XXXXXX/{model/, trainer.pt}`: written to a .tmp directory, renamed, then
-    `latest` (a one-line file) is replaced atomically, so a kill at any moment leaves a usable checkpoint."""
+    """`<run>/checkpoints/step_XXXXXX/{model/, optimizer/, trainer.pt}`: written to a .tmp directory, renamed,
+    then `latest` (a one-line file) is replaced atomically, so a kill at any moment leaves a usable checkpoint."""
 
     def __init__(self, run_dir: Path, keep: int):
         self.dir, self.keep = run_dir / "checkpoints", keep
@@ -146,16 +153,17 @@ class CheckpointStore:
         pointer = self.dir / "latest"
         return self.dir / pointer.read_text().strip() if pointer.is_file() else None
 
-    def save(self, step: int, model, tokenizer, state: dict) -> Path:
-        from moecoder.model import save_model
-
+    def save(self, step: int, write, runtime: Runtime) -> Path:
+        """Collective: every rank runs write(directory) into the .tmp directory, then rank 0 publishes it."""
         name = f"step_{step:06d}"
         tmp, final = self.dir / f"{name}.tmp", self.dir / name
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tmp / "model")
-        if tokenizer is not None:
-            tokenizer.save(tmp / "model")
-        torch.save(state, tmp / "trainer.pt")
+        if runtime.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        runtime.barrier()
+        write(tmp)
+        runtime.barrier()
+        if not runtime.is_main:
+            return final
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         pointer = self.dir / "latest.tmp"
@@ -186,14 +194,16 @@ class Trainer:
     """Runs optimizer steps over a BatchStream and owns logging, checkpoints and the final evaluation."""
 
     def __init__(self, model, stream: BatchStream, cfg: TrainConfig, run_dir: Path, runtime: Runtime,
-                 tokenizer=None, heldout=None):
+                 tokenizer=None, heldout=None, layout: Layout | None = None):
         self.model, self.stream, self.cfg, self.run_dir = model, stream, cfg, Path(run_dir)
         self.runtime, self.tokenizer, self.heldout = runtime, tokenizer, heldout
-        self.sharded = cfg.fsdp and runtime.distributed
-        self.wrapped = self._wrap(model)
-        self.optimizer = build_optimizer(model, cfg)  # after wrapping: FSDP2 replaces the parameters
+        self.layout = layout or Layout.plan(cfg.expert_parallel, cfg.fsdp, runtime.rank, runtime.world_size,
+                                            runtime.device, model.config.n_routed_experts)
+        self.wrapped = self.layout.wrap(model)
+        self.optimizer = build_optimizer(model, cfg)  # after wrapping: EP and FSDP2 replace parameters
         self.checkpoints = CheckpointStore(self.run_dir, cfg.keep_checkpoints)
         self.step, self.elapsed = 0, 0.0
+        self.bytes_read: int | None = None  # checkpoint bytes this rank read on resume
         self.is_moe = bool(moe_modules(model))
         self.balance = cfg.balance if self.is_moe else "none"
         if self.balance == "bias" and not has_router_bias(model):
@@ -201,32 +211,17 @@ class Trainer:
         self.flops_per_token = model.flops_per_token(cfg.seq_len, training=True)
         self.peak = peak_flops(runtime.device)
 
-    # --- setup -------------------------------------------------------------------------------------
-    def _wrap(self, model):
-        if not self.runtime.distributed:
-            return model
-        if self.sharded:
-            from torch.distributed.fsdp import fully_shard
-
-            for layer in model.layers:
-                fully_shard(layer)
-            return fully_shard(model)
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
-
+    # --- setup ---------------------------------------------------------------------------------------
     def resume(self) -> bool:
         """Restore weights, optimizer, data position, RNG and step from the latest checkpoint, if any."""
         checkpoint = self.checkpoints.latest()
         if checkpoint is None:
             return False
-        from moecoder.model import load_model
-
         state = torch.load(checkpoint / "trainer.pt", weights_only=False)
-        weights = load_model(checkpoint / "model").state_dict()
-        weights |= {k: v for k, v in state["buffers"].items() if k in weights}
-        self._load_full_state(weights, state["optimizer"])
+        weights = shards.read_local(checkpoint / "model", self.model, self.layout)
+        shards.load_into(self.model, weights.tensors)
+        shards.load_optimizer(self.model, self.optimizer, self.layout, checkpoint / "optimizer", state["step"])
+        self.bytes_read = weights.bytes_read
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"])
         self.step, self.elapsed = state["step"], state["elapsed"]
@@ -265,7 +260,8 @@ class Trainer:
             if self.is_moe:
                 step_load = self.model.expert_load().detach().float()
                 load = step_load if load is None else load + step_load
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.layout.reduce_expert_grads(self.model)
+        grad_norm = self.layout.clip_grad_norm(self.model, cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if load is not None:
@@ -285,52 +281,25 @@ class Trainer:
     def done(self) -> bool:
         return self.progress_fraction() >= 1.0
 
-    def _full_state(self) -> tuple[dict, dict]:
-        """Unsharded model and optimizer state (FSDP2 gathers them, on every rank, to CPU)."""
-        if not self.sharded:
-            return self.model.state_dict(), self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return (get_model_state_dict(self.model, options=options),
-                get_optimizer_state_dict(self.model, self.optimizer, options=options))
-
-    def _load_full_state(self, weights: dict, optimizer: dict) -> None:
-        if not self.sharded:
-            self.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(optimizer)
-            return
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
-
-        options = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, weights, options=options)
-        set_optimizer_state_dict(self.model, self.optimizer, optimizer, options=options)
-
-    def unsharded_model(self, weights: dict | None = None) -> torch.nn.Module | None:
-        """The model itself, or under FSDP2 a plain copy of the gathered weights on rank 0 (None elsewhere).
-
-        Under FSDP2 without `weights` this gathers them: a collective, so every rank must call it."""
-        if not self.sharded:
-            return self.model
-        weights = weights if weights is not None else self._full_state()[0]
-        if not self.runtime.is_main:
-            return None
-        plain = type(self.model)(self.model.config)
-        plain.load_state_dict(weights)
-        return plain
-
     def checkpoint(self) -> None:
-        weights, optimizer = self._full_state()
-        state = {"optimizer": optimizer, "stream": self.stream.state_dict(), "rng": rng_state(),
-                 "step": self.step, "elapsed": self.elapsed,
-                 "buffers": {name: buf.clone() for name, buf in self.model.named_buffers()},
+        """Collective: model and AdamW state in transformers' layout, plus data position, RNG and step."""
+        state = {"stream": self.stream.state_dict(), "rng": rng_state(), "step": self.step, "elapsed": self.elapsed,
                  "config": self.cfg.to_dict()}
-        if self.runtime.is_main:
-            self.checkpoints.save(self.step, self.unsharded_model(weights), self.tokenizer, state)
-        if self.runtime.distributed:
-            dist.barrier()
+
+        def write(directory: Path) -> None:
+            self.save_model(directory / "model")
+            shards.save_optimizer(self.model, self.optimizer, self.layout, directory / "optimizer")
+            if self.runtime.is_main:
+                torch.save(state, directory / "trainer.pt")
+
+        self.checkpoints.save(self.step, write, self.runtime)
+        self.runtime.barrier()
+
+    def save_model(self, directory: Path) -> None:
+        """Collective: the model (and tokenizer) in transformers' layout, whatever the parallel layout."""
+        shards.save_model(self.model, self.layout, directory)
+        if self.runtime.is_main and self.tokenizer is not None:
+            self.tokenizer.save(directory)
 
     def log(self, record: dict) -> None:
         if self.runtime.is_main:

@@ -66,12 +66,28 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     return PreparedData(root, tokenizer, report)
 
 
-def build_model(cfg: TrainConfig, tokenizer: CoderTokenizer):
-    """A freshly initialised model from cfg.model (vocab from the tokenizer), or the checkpoint at model_path."""
+def plan_layout(cfg: TrainConfig, runtime):
+    """The run's parallel layout (one clear error when expert_parallel does not fit the model or the world)."""
+    from moecoder.model import ModelConfig
+    from moecoder.train.parallel import Layout
+
+    n_experts = (ModelConfig.from_hf(Path(cfg.model_path)) if cfg.model_path else ModelConfig(**cfg.model)).n_routed_experts
+    return Layout.plan(cfg.expert_parallel, cfg.fsdp, runtime.rank, runtime.world_size, runtime.device, n_experts)
+
+
+def build_model(cfg: TrainConfig, tokenizer: CoderTokenizer, layout=None, device=None):
+    """A freshly initialised model from cfg.model (vocab from the tokenizer), or the checkpoint at model_path.
+
+    With expert parallelism a checkpoint is read in this rank's share only (see moecoder.train.shards); a fresh
+    model is initialised whole, as one process would, so that every layout starts from the same weights."""
     import torch
 
     from moecoder.model import ModelConfig, Transformer, load_model
 
+    if cfg.model_path and layout is not None and layout.expert_parallel:
+        from moecoder.train.shards import load_sharded_model
+
+        return load_sharded_model(Path(cfg.model_path), layout, device or torch.device("cpu"))
     if cfg.model_path:
         return load_model(cfg.model_path, dtype=torch.float32)
     fields = dict(cfg.model) | {"vocab_size": tokenizer.vocab_size, "bos_token_id": tokenizer.bos_id,
@@ -98,17 +114,18 @@ def pretrain(cfg: TrainConfig | dict | str | os.PathLike | None, out_dir: str | 
     """Pre-train a model; returns the run summary (with "model_dir" and the held-out perplexity).
 
     out_dir gets data/ (unless cfg.data_dir), checkpoints/, train_log.jsonl, summary.json and model/
-    (save_model layout + tokenizer files). Works unchanged under torchrun (DDP, or FSDP2 with fsdp=true).
+    (save_model layout + tokenizer files). Works unchanged under torchrun (DDP, or FSDP2 with fsdp=true;
+    expert_parallel=N splits the routed experts over N ranks).
     """
     import torch
 
-    from moecoder.model import save_model
     from moecoder.train.loop import Trainer, init_runtime, seed_everything
     from moecoder.train.packing import BatchStream, PackedDataset
 
     cfg = coerce_config(cfg, minutes=minutes, steps=steps)
     out = Path(out_dir)
     runtime = init_runtime()
+    layout = plan_layout(cfg, runtime)
     if resume and not (out / "checkpoints" / "latest").is_file():
         raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
     if not resume and (out / "checkpoints").exists():
@@ -121,22 +138,21 @@ def pretrain(cfg: TrainConfig | dict | str | os.PathLike | None, out_dir: str | 
     if not runtime.is_main:
         data = prepare_data(cfg, data_dir, log=lambda _: None)
     seed_everything(cfg.seed)
-    model = build_model(cfg, data.tokenizer).to(runtime.device)
+    model = build_model(cfg, data.tokenizer, layout, runtime.device).to(runtime.device)
     train_set = PackedDataset(data.train_dir, cfg.seq_len)
     heldout = PackedDataset(data.heldout_dir, cfg.seq_len)
     stream = BatchStream(train_set, cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
-    trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=data.tokenizer, heldout=heldout)
+    trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=data.tokenizer, heldout=heldout, layout=layout)
     if resume:
         trainer.resume()
-        log(f"resumed at step {trainer.step}")
+        if runtime.is_main:
+            log(f"resumed at step {trainer.step} (rank 0 read {trainer.bytes_read / 1e6:,.1f} MB of weights)")
     elif runtime.is_main:
         log(f"model: {model.num_params(active=True):,} active / {model.num_params():,} total parameters; "
             f"{len(train_set):,} training sequences of {cfg.seq_len} tokens")
     summary = trainer.fit() | {"model_dir": str(out / "model"), "corpus": data.report}
-    final = trainer.unsharded_model()  # a collective under FSDP2: every rank calls it
+    trainer.save_model(out / "model")  # a collective: every rank writes its share
     if runtime.is_main:
-        save_model(final, out / "model")
-        data.tokenizer.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:
             log(f"held-out perplexity {summary['heldout_ppl']:.2f} (loss {summary['heldout_loss']:.4f}) "

@@ -141,10 +141,9 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     """
     import torch
 
-    from moecoder.model import save_model
     from moecoder.train.loop import Trainer, init_runtime, seed_everything
     from moecoder.train.packing import BatchStream, PackedExamples
-    from moecoder.train.pretrain import build_model, coerce_config
+    from moecoder.train.pretrain import build_model, coerce_config, plan_layout
 
     out = Path(out_dir)
     if resume and not (out / "checkpoints" / "latest").is_file():
@@ -156,6 +155,7 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     cfg = coerce_config(SFT_DEFAULTS | {k: v for k, v in overrides.items() if v is not None} | {"model_path": str(model_dir)},
                         minutes=minutes, steps=steps)
     runtime = init_runtime()
+    layout = plan_layout(cfg, runtime)
     tokenizer = load_tokenizer(model_dir)
     if data is None:
         # Same held-out fraction as pre-training: the split hashes paths, so the same files stay held out.
@@ -166,22 +166,20 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
     if not train:
         raise UserError("no SFT training examples")
     seed_everything(cfg.seed)
-    model = build_model(cfg, tokenizer).to(runtime.device)
+    model = build_model(cfg, tokenizer, layout, runtime.device).to(runtime.device)
     train_rows = PackedExamples([encode_chat(tokenizer, m) for m in train], cfg.seq_len, tokenizer.pad_id)
     heldout_rows = PackedExamples([encode_chat(tokenizer, m) for m in heldout], cfg.seq_len, tokenizer.pad_id)
     if not len(train_rows):
         raise UserError(f"no SFT example keeps a response token within seq_len={cfg.seq_len}: raise seq_len")
     stream = BatchStream(train_rows, cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
-    trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=tokenizer, heldout=heldout_rows)
+    trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=tokenizer, heldout=heldout_rows, layout=layout)
     if resume:
         trainer.resume()
     summary = trainer.fit() | {"model_dir": str(out / "model"), "train_examples": len(train),
                                "heldout_examples": len(heldout)}
-    final = trainer.unsharded_model()  # a collective under FSDP2: every rank calls it
+    model.config.eos_token_id = [tokenizer.eos_id, tokenizer.eot_id]
+    trainer.save_model(out / "model")  # a collective: every rank writes its share
     if runtime.is_main:
-        final.config.eos_token_id = [tokenizer.eos_id, tokenizer.eot_id]
-        save_model(final, out / "model")
-        tokenizer.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:
             log(f"held-out perplexity {summary['heldout_ppl']:.2f} on the responses of {len(heldout)} held-out examples")
