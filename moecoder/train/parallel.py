@@ -189,8 +189,9 @@ class Layout:
 
             for layer in model.layers:
                 if self.experts_fsdp and hasattr(layer.mlp, "experts"):
-                    fully_shard(layer.mlp.experts, mesh=self.dp_mod_ep_mesh).set_gradient_divide_factor(
-                        float(self.world_size))
+                    experts_fsdp = fully_shard(layer.mlp.experts, mesh=self.dp_mod_ep_mesh)
+                    experts_fsdp.set_gradient_divide_factor(float(self.world_size))
+                    experts_fsdp.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no PREMUL_SUM
                 fully_shard(layer, mesh=self.dp_mesh, ignored_params=experts or None)
             return fully_shard(model, mesh=self.dp_mesh, ignored_params=experts or None)
         from torch.nn.parallel import DistributedDataParallel

@@ -4,32 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from train_runs import MOECODER, read_log, run_cli, torchrun_train, write_config
 
 from moecoder.errors import UserError
 from moecoder.train.config import load_config
-
-MOECODER = str(Path(sys.executable).with_name("moecoder"))
-
-
-def read_log(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    return {row["step"]: row for row in rows if "loss" in row}
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(json.dumps(cfg))
-    return path
-
-
-def run_cli(*args, **kwargs):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([MOECODER, *args], env=env, capture_output=True, text=True, timeout=240, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +104,7 @@ def single_process_run(tiny_config, tmp_path_factory) -> tuple[dict, Path]:
 def test_two_processes_with_half_batch_match_one_process(single_process_run, tmp_path, fsdp):
     cfg, single = single_process_run
     config = write_config(tmp_path / "cfg.json", cfg | {"fsdp": fsdp})
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--no-python",
-                          f"--master_port={29533 + fsdp}", MOECODER, "train", "--config", str(config), "--out",
-                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=240)
+    two = torchrun_train(2, 29533 + fsdp, config, tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]
     one, two = read_log(single), read_log(tmp_path / "two")
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
