@@ -12,6 +12,7 @@ from moecoder.errors import UserError, exit_on_user_error
 from moecoder.files import write_jsonl
 
 DEFAULT_K = "1,10,100"
+KIND_WIDTH = 100  # failure kinds longer than this are cut in the table (the JSON line has them whole)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,12 +59,15 @@ def _parse_k(text: str) -> tuple[int, ...]:
 
 
 def _print_table(summary: dict, results: Path) -> None:
-    from rich.console import Console
+    """The summary as a table on stderr. Failure kinds carry exception type names that the programs
+    chose, so every cell is shown as plain text (see moecoder.display)."""
     from rich.table import Table
 
-    table = Table(title=summary["benchmark"],
-                  caption=f"{summary['n_samples']} samples, {summary['n_tasks']} tasks, "
-                          f"{summary['isolation']} isolation, {summary['seconds']:.1f} s")
+    from moecoder.display import console as plain_console, visible
+
+    table = Table(title=visible(summary["benchmark"]),
+                  caption=visible(f"{summary['n_samples']} samples, {summary['n_tasks']} tasks, "
+                                  f"{summary['isolation']} isolation, {summary['seconds']:.1f} s"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
@@ -71,11 +75,11 @@ def _print_table(summary: dict, results: Path) -> None:
         lo, hi = entry["ci95"]
         table.add_row(name, f"{100 * entry['value']:.2f}%", f"{100 * lo:.2f}% – {100 * hi:.2f}%")
     for outcome, count in summary["outcomes"].items():
-        table.add_row(outcome, str(count), "")
+        table.add_row(visible(outcome, KIND_WIDTH), str(count), "")
     for kind, count in summary["failure_kinds"].items():
-        table.add_row(f"  {kind}", str(count), "")
-    console = Console(stderr=True)
+        table.add_row(f"  {visible(kind, KIND_WIDTH)}", str(count), "")
+    console = plain_console()
     console.print(table)
     if "note" in summary:
-        console.print(f"note: {summary['note']}")
-    console.print(f"results: {results}")
+        console.print(f"note: {visible(summary['note'])}")
+    console.print(f"results: {visible(results)}")
