@@ -5,6 +5,7 @@ Heavy modules (torch, transformers, httpx) are imported by the backend that need
 
 from moecoder.generate.base import Backend, make_backend
 from moecoder.generate.params import SamplingParams
-from moecoder.generate.prompts import COMPLETION_STOP, extract_code
+from moecoder.generate.extract import extract_code
+from moecoder.generate.prompts import COMPLETION_STOP
 
 __all__ = ["Backend", "make_backend", "SamplingParams", "COMPLETION_STOP", "extract_code"]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from moecoder.generate.prompts import COMPLETION_STOP, extract_code, humaneval_instruction
+from moecoder.generate.extract import extract_code
+from moecoder.generate.prompts import COMPLETION_STOP, humaneval_instruction
 
 MBPP_INSTRUCTION = "{prompt}\nWrite the Python function in one ```python code block."
 MBPP_DOCSTRING_PROMPT = '"""\n{prompt}\n"""\n'

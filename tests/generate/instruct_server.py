@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-SOLUTION = "import math\n\n\ndef _double(x):\n    return 2 * x\n\n\ndef {name}(x):\n    return _double(x) + 1\n"
+SOLUTION = "import math\n\n\ndef _double(x):\n    return 2 * x\n\n\ndef {name}(x):\n    return math.floor(_double(x)) + 1\n"
 
 REPLY = (
     "<think>\nThe user wants {name}. A first try:\n```python\ndef {name}(x):\n    return None\n```\n"
