@@ -14,6 +14,7 @@ transformers' DynamicCache keys and values [B, H, S, D].
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -150,6 +151,9 @@ class HFRunner:
         self.model, self.pad_id = model, pad_id
         self.device = model.device
         self.cache = None  # (DynamicCache, valid [B, length], last_position [B])
+        # transformers renamed forward's past_key_values to cache (5.x); use the name this version takes
+        forward = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     @property
     def rows(self) -> int:
@@ -161,8 +165,8 @@ class HFRunner:
         ids, mask = left_padded(prompts, self.pad_id, self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True, logits_to_keep=0 if all_positions else 1).logits
+        logits = self.model(ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=0 if all_positions else 1, **{self.cache_arg: cache}).logits
         return (cache, mask.bool(), positions[:, -1]), logits
 
     @staticmethod
@@ -181,7 +185,7 @@ class HFRunner:
         cache, valid, last = self.cache
         valid = torch.cat((valid, valid.new_ones(valid.shape[0], 1)), dim=1)
         logits = self.model(tokens[:, None], attention_mask=valid.long(), position_ids=(last + 1)[:, None],
-                            past_key_values=cache, use_cache=True).logits[:, -1]
+                            use_cache=True, **{self.cache_arg: cache}).logits[:, -1]
         self.cache = (cache, valid, last + 1)
         return logits
 
