@@ -1,17 +1,11 @@
+"""The tokenizer: DeepSeek-Coder's special tokens, lossless round trips, loadable by transformers."""
+
 import pytest
 
-from moecoder.text import (EOT, FIM_BEGIN, FIM_END, FIM_HOLE, SPECIAL_TOKENS, format_instruction,
-                          load_tokenizer, render_chat, train_tokenizer)
-from moecoder.train.corpus import collect_files
+from moecoder.text import (EOT, FIM_BEGIN, FIM_END, FIM_HOLE, SPECIAL_TOKENS, format_instruction, load_tokenizer,
+                           render_chat, train_tokenizer)
 
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_source, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer((doc.text for doc in collect_files(tiny_source)), vocab_size=600, out_dir=out)
-    return out
 
 
 def test_special_tokens_are_single_ids(tokenizer_dir):
@@ -23,9 +17,9 @@ def test_special_tokens_are_single_ids(tokenizer_dir):
     assert tok.vocab_size == 600
 
 
-def test_roundtrip_is_lossless(tokenizer_dir, tiny_source):
+def test_roundtrip_is_lossless(tokenizer_dir, code_texts):
     tok = load_tokenizer(tokenizer_dir)
-    text = (tiny_source / "textwrap.py").read_text() + "\n# ünïcödé → ✓\t\r\n"
+    text = code_texts[0] + "\n# ünïcödé → ✓\t\r\n"
     assert tok.decode(tok.encode(text)) == text
 
 
