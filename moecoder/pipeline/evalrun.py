@@ -81,10 +81,10 @@ class EvalRun:
     """Generation then evaluation of every requested benchmark into one output directory."""
 
     def __init__(self, settings: EvalSettings, console=None):
-        from rich.console import Console
+        from moecoder.display import console as plain_console
 
         self.settings = settings
-        self.console = console or Console(stderr=True)
+        self.console = console or plain_console()  # paths and messages print as written, never as markup
         self.out = Path(settings.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.out / "manifest.json"

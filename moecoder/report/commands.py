@@ -9,6 +9,8 @@ import typer
 
 from moecoder.errors import exit_on_user_error
 
+TASK_ID_WIDTH = 200  # longer task ids are cut in the list of changed tasks (the JSON line has them whole)
+
 
 def register(app: typer.Typer) -> None:
     app.command()(compare)
@@ -27,21 +29,23 @@ def compare(
     A readable table goes to stderr; the last line of stdout is one JSON object keyed by benchmark.
     """
     with exit_on_user_error():
-        from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
+        from moecoder.display import console as plain_console, visible
         from moecoder.report.compare import compare_runs
 
         names = [b.strip() for b in benchmark.split(",")] if benchmark else None
         comparisons = compare_runs(str(dir_a), str(dir_b), names)
-        console = Console(stderr=True)
-        table = Table(title=f"A = {dir_a}   B = {dir_b}")
+        # Task ids and benchmark names come from the runs' files: printed as plain text.
+        console = plain_console()
+        table = Table(title=visible(f"A = {dir_a}   B = {dir_b}"))
         for column in ("benchmark", "tasks", "A pass rate", "B pass rate", "B − A", "A only", "B only", "test", "p-value"):
             table.add_column(column)
         for c in comparisons:
             result = c.to_json()
             table.add_row(
-                c.benchmark, str(result["n_tasks"]), f"{100 * c.pass_rate_a:.1f}%", f"{100 * c.pass_rate_b:.1f}%",
+                visible(c.benchmark), str(result["n_tasks"]), f"{100 * c.pass_rate_a:.1f}%", f"{100 * c.pass_rate_b:.1f}%",
                 f"{100 * result['difference']:+.1f} pts", str(len(result["better_in_a"])),
                 str(len(result["better_in_b"])), c.test, f"{c.p_value:.4g}",
             )
@@ -49,9 +53,10 @@ def compare(
         for c in comparisons:
             changed = c.changed()
             if changed:
-                console.print(f"[bold]{c.benchmark}[/bold]: {len(changed)} tasks differ (pass rate A → B):")
+                console.print(Text.assemble((visible(c.benchmark), "bold"),
+                                            f": {len(changed)} tasks differ (pass rate A → B):"))
                 for task_id, a, b in changed[:show]:
-                    console.print(f"  {task_id}: {a:.2f} → {b:.2f}")
+                    console.print(f"  {visible(task_id, TASK_ID_WIDTH)}: {a:.2f} → {b:.2f}", soft_wrap=True)
         print(json.dumps({c.benchmark: c.to_json() for c in comparisons}))
 
 

@@ -4,6 +4,10 @@ Everything the page shows is read from the run directory (see moecoder.report.ru
 can be rebuilt at any time: scores with 95% confidence intervals, the score beside DeepSeek-Coder's
 published numbers, a per-task grid, failure kinds, the slowest tasks and, when the manifest names
 training logs (train_log.jsonl), loss curves and the load of every expert in every MoE layer.
+
+Result strings, task ids and failure kinds come from the programs under test: the page shows them as
+plain text (HTML-escaped, control characters written out), plots draw them without math text, and a
+plot that cannot be drawn becomes a note on the page instead of losing the report.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from moecoder.display import visible
 from moecoder.files import atomic_write, read_jsonl
 from moecoder.report.published import published_for
 from moecoder.report.runs import OUTCOME_PASSED, RunDir, TaskResult, outcome_of
@@ -45,7 +50,8 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 
 
 def _esc(value) -> str:
-    return html.escape(str(value))
+    """Text for the page, shown as written: HTML-escaped, control and bidi characters written out."""
+    return html.escape(visible(value))
 
 
 def _pct(fraction: float) -> str:
@@ -72,6 +78,25 @@ def _pyplot():
     return plt
 
 
+# Text in plots is never math or LaTeX, whatever the user's matplotlibrc says: an exception message
+# "$\foo$" is a label, not a formula matplotlib would fail to parse.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def _drawn(what: str, plot, *args) -> str:
+    """`plot(*args)` (an <img>), or a note naming the plot and the error when it cannot be drawn."""
+    plt = _pyplot()
+    figures = set(plt.get_fignums())
+    try:
+        with plt.rc_context(PLAIN_TEXT):
+            return plot(*args)
+    except Exception as error:  # noqa: BLE001 — any failure inside matplotlib costs one plot, not the page
+        for number in set(plt.get_fignums()) - figures:
+            plt.close(number)
+        return (f'<p class="note plot-failed">The {_esc(what)} plot could not be drawn: '
+                f"{_esc(type(error).__name__)}: {_esc(visible(error, 300))}</p>")
+
+
 # ---------------------------------------------------------------------------------------------- plots
 
 
@@ -85,7 +110,7 @@ def plot_pass_at_k(benchmark: str, pass_at_k: dict) -> str:
     ax.bar(names, values, yerr=[lows, highs], capsize=6, color="#4a7fc1")
     ax.set_ylabel("% of tasks")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{benchmark}: pass@k with 95% CI")
+    ax.set_title(visible(f"{benchmark}: pass@k with 95% CI"))
     return _img(fig, f"{benchmark} pass@k", f"plot-passk-{benchmark}")
 
 
@@ -99,16 +124,16 @@ def plot_against_published(benchmark: str, value: float, ci: list[float], publis
                 fmt="none", ecolor="black", capsize=4)
     ax.set_xlim(0, 100)
     ax.set_xlabel("pass@1 (%)")
-    ax.set_title(f"{benchmark}: this run beside DeepSeek-Coder's published pass@1")
+    ax.set_title(visible(f"{benchmark}: this run beside DeepSeek-Coder's published pass@1"))
     return _img(fig, f"{benchmark} against published", f"plot-published-{benchmark}")
 
 
 def plot_failure_kinds(benchmark: str, kinds: list[tuple[str, int]]) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(kinds) + 1))
-    ax.barh([label for label, _ in reversed(kinds)], [count for _, count in reversed(kinds)], color="#d64541")
+    ax.barh([visible(label) for label, _ in reversed(kinds)], [count for _, count in reversed(kinds)], color="#d64541")
     ax.set_xlabel("samples")
-    ax.set_title(f"{benchmark}: why samples failed")
+    ax.set_title(visible(f"{benchmark}: why samples failed"))
     return _img(fig, f"{benchmark} failure kinds", f"plot-failures-{benchmark}")
 
 
@@ -118,10 +143,10 @@ def plot_loss_curves(logs: dict[str, list[dict]]) -> str:
     for label, rows in logs.items():
         points = [(row["step"], row["loss"]) for row in rows if "loss" in row and "step" in row]
         if points:
-            ax.plot(*zip(*points), label=f"{label} (train)")
+            ax.plot(*zip(*points), label=visible(f"{label} (train)"))
         held_out = [(row["step"], row[key]) for row in rows for key in _held_out_keys(row)]
         if held_out:
-            ax.plot(*zip(*held_out), "o--", label=f"{label} (held-out)")
+            ax.plot(*zip(*held_out), "o--", label=visible(f"{label} (held-out)"))
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
@@ -140,7 +165,7 @@ def plot_expert_load(label: str, load: list[list[float]]) -> str:
     ax.set_ylabel("MoE layer")
     ax.set_xticks(range(len(shares[0])))
     ax.set_yticks(range(len(shares)))
-    ax.set_title(f"{label}: expert load (ideal share {1 / len(load[0]):.3f} each)")
+    ax.set_title(visible(f"{label}: expert load (ideal share {1 / len(load[0]):.3f} each)"))
     return _img(fig, f"{label} expert load", f"plot-load-{label}")
 
 
@@ -214,7 +239,7 @@ def _score_section(benchmark: str, summary: dict) -> str:
     ]
     parts.append("<p>" + " · ".join(f"{_esc(k)}: <code>{_esc(v)}</code>" for k, v in facts if v is not None) + "</p>")
     if pass_at_k:
-        parts.append(plot_pass_at_k(benchmark, pass_at_k))
+        parts.append(_drawn("pass@k", plot_pass_at_k, benchmark, pass_at_k))
     return "\n".join(parts)
 
 
@@ -233,7 +258,7 @@ def _published_section(benchmark: str, summary: dict) -> str:
         "<p>Published figures are greedy pass@1 from the DeepSeek-Coder papers (base models prompted in "
         "completion mode, instruct models in chat mode).</p>"
         + _table(["model", "pass@1"], rows, classes, table_id=f"published-{benchmark}")
-        + plot_against_published(benchmark, p1["value"], p1["ci95"], published)
+        + _drawn("published scores", plot_against_published, benchmark, p1["value"], p1["ci95"], published)
     )
 
 
@@ -264,7 +289,7 @@ def _failures_section(benchmark: str, tasks: dict[str, TaskResult]) -> str:
     return (
         "<h3>Failure kinds</h3>"
         + _table(["result", "samples"], [[label, count] for label, count in kinds], table_id=f"failures-{benchmark}")
-        + plot_failure_kinds(benchmark, kinds)
+        + _drawn("failure kinds", plot_failure_kinds, benchmark, kinds)
     )
 
 
@@ -294,7 +319,7 @@ def _training_section(run: RunDir, training: dict) -> str:
     if metrics:
         parts.append(_table(["measure", "value"], [[k, v] for k, v in metrics.items()], table_id="training-metrics"))
     if logs:
-        parts.append(plot_loss_curves(logs))
+        parts.append(_drawn("loss curves", plot_loss_curves, logs))
     for label, rows in logs.items():
         load = last_expert_load(rows)
         if load:
@@ -303,7 +328,7 @@ def _training_section(run: RunDir, training: dict) -> str:
                 f"<p>{_esc(label)}: max load over mean load − 1, per MoE layer (0 is perfect balance): "
                 + ", ".join(f"{v:.2f}" for v in imbalance) + "</p>"
             )
-            parts.append(plot_expert_load(label, load))
+            parts.append(_drawn(f"{label} expert load", plot_expert_load, label, load))
     return "\n".join(parts) if len(parts) > 1 else ""
 
 
@@ -316,7 +341,7 @@ def _manifest_section(manifest: dict) -> str:
         f"<p>Model <code>{_esc(model.get('spec', '?'))}</code>, mode <code>{_esc(manifest.get('mode', '?'))}</code>, "
         f"sampling <code>{_esc(json.dumps(manifest.get('sampling', {})))}</code>.</p>"
         "<details><summary>Full manifest (model revision, template, datasets, harness, packages, machine)</summary>"
-        f"<pre>{_esc(json.dumps(manifest, indent=2, sort_keys=True))}</pre></details>"
+        f"<pre>{html.escape(json.dumps(manifest, indent=2, sort_keys=True))}</pre></details>"
     )
 
 
