@@ -6,6 +6,9 @@ naming its exception class `[/]`): this file tests the rendering, the harness's 
 
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
@@ -63,3 +66,29 @@ def test_summary_table_shows_hostile_failure_kinds_as_written(tmp_path, hostile_
     assert "\\x1b[31mred\\x1b]0;retitled\\x07" in shown
     assert "👍" not in shown  # :thumbs_up: stays text
     assert "note [bold]x[/bold]" in shown
+
+
+def hostile_program(entry_point: str, text: str) -> str:
+    """A solution raising an exception whose class is named `text` and whose message is `text`."""
+    return f"def {entry_point}(*args, **kwargs):\n    raise type({text!r}, (Exception,), {{}})({text!r})\n"
+
+
+def test_evaluate_end_to_end_with_hostile_exceptions(tmp_path):
+    """The real harness and CLI: whatever failure kinds the harness derives from these exceptions,
+    the table shows each as written and the JSON line is printed."""
+    from moecoder.bench.datasets import load_benchmark
+
+    tasks = load_benchmark("humaneval").tasks[: len(HOSTILE)]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": task.task_id, "solution": hostile_program(task.entry_point, text)}) + "\n"
+                               for task, text in zip(tasks, HOSTILE)))
+    done = subprocess.run([sys.executable, "-c", "from moecoder.cli import main; main()", "evaluate", "--benchmark",
+                           "humaneval", "--samples", str(samples), "--k", "1", "--workers", "2"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["n_samples"] == len(HOSTILE) and summary["pass_at_k"]["pass@1"]["value"] == 0
+    assert summary["failure_kinds"]
+    for kind in summary["failure_kinds"]:
+        assert visible(kind, KIND_WIDTH) in done.stderr
+    assert "\x1b" not in done.stderr and "\u202e" not in done.stderr
