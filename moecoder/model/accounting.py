@@ -7,7 +7,10 @@ Conventions (stated so numbers can be compared):
   DeepSeek counts it); the LM head is counted;
 - FLOPs per token: 2 x active matmul weights, plus attention scores and values, 2 * heads * (d_qk + d_v) * ctx
   per layer with ctx = seq_len (the PaLM MFU convention, no causal halving); training = 3 x forward;
-- KV cache: GQA keeps k and v per kv head; MLA (absorbed) keeps the latent plus the rotary key.
+- KV cache: GQA keeps k and v per kv head; MLA (absorbed) keeps the latent plus the rotary key;
+- training memory per GPU (`memory_per_gpu`): float32 weights and gradients and AdamW's two float32 moments
+  (16 bytes per parameter, as `moecoder train` keeps them under bf16 autocast), divided as the parallel layout
+  divides them, plus the activations autograd saves for one micro-batch (`activation_bytes_per_token`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from moecoder.model.config import ModelConfig
 
 GPU_PEAK_FLOPS = {"h800": 989.5e12, "h100": 989.5e12, "a100": 312e12}  # dense BF16 tensor-core peaks
+GPU_MEMORY_BYTES = {"h800": 80e9, "h100": 80e9, "a100": 80e9}
+TRAIN_BYTES_PER_PARAM = {"weights": 4, "gradients": 4, "adamw": 8}  # float32 master weights, grads, 2 moments
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8": 1}
 
 
@@ -99,3 +104,93 @@ def stats(c: ModelConfig, seq_len: int, dtype: str = "bfloat16") -> dict:
         "infer_flops_per_token": flops_per_token(c, seq_len, training=False),
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(c, dtype),
     }
+
+
+# --- training memory per GPU ---------------------------------------------------------------------
+def routed_expert_params(c: ModelConfig) -> int:
+    """All routed experts of all MoE layers (what expert parallelism splits)."""
+    return len(c.moe_layers) * (c.n_routed_experts or 0) * expert_params(c)
+
+
+def activation_elements_per_token(c: ModelConfig, seq_len: int, attention: str = "efficient") -> dict[str, float]:
+    """Elements autograd keeps per token for the backward of our model plus its loss, by kind:
+    {"float": computed in the activation dtype, "fp32": always float32 (norm statistics, router, loss),
+    "int64": indices}.
+
+    Counted tensor by tensor from what moecoder's modules save (checked against a measured run in float32,
+    tests/model/test_accounting.py, for micro-batches of 2 or more sequences). attention: for MLA, whose query
+    and value head dims differ, "efficient" (CUDA's fused kernels keep output and log-sum-exp; not measured
+    here) or "math" (PyTorch's kernel on CPU keeps the [T, T] probabilities); GQA always uses a fused kernel.
+    Routed tokens are counted at the balanced average (k per token); with expert parallelism a rank's experts
+    work on tokens of other ranks, the same number on average.
+    """
+    h, heads = c.hidden_size, c.num_attention_heads
+    norm = (2 * h + 1, h)  # (fp32: input and normalised copy + rstd, float: the weighted output the next op saves)
+    fp32, flt, ints = 0.0, 0.0, 0.0
+    for layer in range(c.num_hidden_layers):
+        fp32, flt = fp32 + 2 * norm[0], flt + 2 * norm[1]
+        if c.uses_mla:
+            qk, v = c.qk_head_dim, c.v_head_dim
+            if c.q_lora_rank is not None:
+                fp32, flt = fp32 + 2 * c.q_lora_rank + 1, flt + c.q_lora_rank
+            fp32, flt = fp32 + 2 * c.kv_lora_rank + c.qk_rope_head_dim + 1, flt + c.kv_lora_rank
+            flt += heads * (2 * qk + 2 * v)  # q and k rebuilt per head, v, the output reshaped for o_proj
+            if attention == "math":  # no fused kernel takes qk and v head dims that differ on CPU
+                flt += heads * seq_len  # the [T, T] probabilities
+            else:  # the fused kernel's output and log-sum-exp; v is kept as kv_b_proj's output (k_nope too)
+                flt, fp32 = flt + heads * (v + c.qk_nope_head_dim), fp32 + heads
+        else:  # q, k, v and the fused (flash) kernel's output, which o_proj reads in place; log-sum-exp
+            flt += 2 * (heads + c.num_key_value_heads) * c.head_dim
+            fp32 += heads
+        if not c.is_moe_layer(layer):
+            flt += 4 * c.intermediate_size  # gate, up, silu(gate), their product
+            continue
+        k, inter = c.num_experts_per_tok, c.moe_intermediate_size
+        fp32 += c.n_routed_experts + (k + 1) * c.norm_topk_prob  # scores; chosen weights and their sum
+        ints += 3 * k  # chosen ids, flat ids, sort order
+        flt += k * (3 * h + 4 * inter + 1)  # gathered rows, gate|up, silu, product, outputs twice, weights
+        flt += 4 * inter * (c.n_shared_experts or 0)
+    fp32 += norm[0] + c.vocab_size  # final norm; log-softmax of the logits for the loss
+    flt += norm[1] + c.rope_dim  # LM-head input; rotary cos and sin
+    ints += 1  # input ids
+    return {"float": flt, "fp32": fp32, "int64": ints}
+
+
+def activation_bytes_per_token(c: ModelConfig, seq_len: int, dtype: str = "bfloat16",
+                               attention: str = "efficient") -> float:
+    """Bytes of saved activations per token of a micro-batch (see activation_elements_per_token)."""
+    e = activation_elements_per_token(c, seq_len, attention)
+    return e["float"] * DTYPE_BYTES[dtype] + 4 * e["fp32"] + 8 * e["int64"]
+
+
+def memory_per_gpu(c: ModelConfig, ep: int = 1, fsdp: int = 1, dp: int = 1, seq_len: int = 4096,
+                   micro_batch: int = 1, dtype: str = "bfloat16", attention: str = "efficient") -> dict:
+    """Training memory per GPU, in bytes, for world = dp x fsdp GPUs.
+
+    Layout (moecoder.train.parallel's, extended to HSDP): weights other than routed experts are sharded over
+    `fsdp` ranks and replicated over `dp`; routed experts are split over `ep` ranks (ep divides the world and
+    is a multiple or a divisor of fsdp) and FSDP-sharded over the rest of the fsdp group, so each rank holds
+    1/max(ep, fsdp) of them. Gradients and AdamW state follow their weights. With fsdp > 1 two layers are
+    gathered at a time (the one computing and the one prefetched). Activations: one micro-batch of
+    micro_batch x seq_len tokens. Raises ValueError for a layout that does not fit the model.
+    """
+    world = dp * fsdp
+    if min(ep, fsdp, dp, micro_batch) < 1:
+        raise ValueError("ep, fsdp, dp and micro_batch must be positive")
+    if ep > 1 and (not c.is_moe or c.n_routed_experts % ep):
+        raise ValueError(f"--ep {ep} does not divide the {c.n_routed_experts or 0} routed experts per layer")
+    if world % ep or (fsdp % ep and ep % fsdp):
+        raise ValueError(f"--ep {ep} must divide the world ({world} = dp {dp} x fsdp {fsdp}) and be a multiple "
+                         f"or a divisor of --fsdp {fsdp}")
+    routed = routed_expert_params(c)
+    dense = total_params(c) - routed
+    params = dense / fsdp + routed / max(ep, fsdp)
+    layer = max(layer_params(c, i) - (c.n_routed_experts * expert_params(c) * (ep - 1) // ep
+                                      if c.is_moe_layer(i) else 0) for i in range(c.num_hidden_layers))
+    result = {name: params * size for name, size in TRAIN_BYTES_PER_PARAM.items()}
+    result["fsdp_gathered_layers"] = 2 * layer * TRAIN_BYTES_PER_PARAM["weights"] if fsdp > 1 else 0
+    result["activations"] = micro_batch * seq_len * activation_bytes_per_token(c, seq_len, dtype, attention)
+    result["total"] = sum(result.values())
+    result["params_per_gpu"] = params
+    result["world_size"] = world
+    return result

@@ -89,3 +89,77 @@ def test_stats_command_rejects_bad_input(tmp_path):
     assert result.exit_code == 2 and "error:" in result.output
     result = CliRunner().invoke(app, ["stats", "--config", str(CONFIGS / "deepseek-v3.json"), "--gpu", "tpu"])
     assert result.exit_code == 2 and "--gpu" in result.output
+
+
+# --- training memory per GPU ---------------------------------------------------------------------
+def saved_activation_bytes(config: ModelConfig, batch: int, seq_len: int) -> int:
+    """Bytes autograd keeps for the backward of a real forward + loss (each storage once, weights excluded)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = Transformer(config).train()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        F.cross_entropy(model(ids).float().flatten(0, 1), ids.flatten())
+    return sum(saved.values())
+
+
+SMALL = dict(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+             kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, n_routed_experts=8,
+             num_experts_per_tok=2, moe_intermediate_size=40, first_k_dense_replace=1)
+SMALL_LAYOUTS = {
+    "v3": dict(SMALL, model_type="deepseek_v3", q_lora_rank=24, n_shared_experts=1, n_group=2, topk_group=1),
+    "v2": dict(SMALL, model_type="deepseek_v2", q_lora_rank=None, n_shared_experts=2, topk_method="greedy",
+               scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=1.5),
+    "llama": dict(model_type="llama", vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SMALL_LAYOUTS))
+@pytest.mark.parametrize("batch,seq_len", [(2, 32), (3, 48)])
+def test_activation_figure_matches_a_measured_run(layout, batch, seq_len):
+    """float32 on CPU (MLA takes PyTorch's math attention there); a few bytes per layer are not per token."""
+    config = ModelConfig(**SMALL_LAYOUTS[layout])
+    predicted = batch * seq_len * accounting.activation_bytes_per_token(config, seq_len, "float32", "math")
+    measured = saved_activation_bytes(config, batch, seq_len)
+    assert abs(measured - predicted) <= 128, (measured, predicted)
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "deepseek-coder-v2-lite"])
+def test_memory_per_gpu_divides_the_parameter_count(name):
+    config = ModelConfig.from_hf(CONFIGS / f"{name}.json")
+    total, routed = accounting.total_params(config), accounting.routed_expert_params(config)
+    whole = accounting.memory_per_gpu(config)
+    assert whole["params_per_gpu"] == total and whole["fsdp_gathered_layers"] == 0
+    assert whole["weights"] == whole["gradients"] == 4 * total and whole["adamw"] == 8 * total
+    # FSDP over 64 with EP 8 inside it: the 64 ranks hold the model once between them
+    sharded = accounting.memory_per_gpu(config, ep=8, fsdp=64)
+    assert sharded["params_per_gpu"] * 64 == pytest.approx(total)
+    # DDP with EP 8: every rank holds all but 7/8 of the routed experts
+    ddp = accounting.memory_per_gpu(config, ep=8, dp=64)
+    assert ddp["params_per_gpu"] == pytest.approx(total - routed * 7 / 8)
+    assert ddp["activations"] == whole["activations"] and ddp["total"] < whole["total"]
+    with pytest.raises(ValueError, match="--ep 3"):
+        accounting.memory_per_gpu(config, ep=3, fsdp=3)
+    with pytest.raises(ValueError, match="must divide the world"):
+        accounting.memory_per_gpu(config, ep=8, fsdp=4)
+
+
+def test_stats_command_memory_per_gpu():
+    args = ["stats", "--config", str(CONFIGS / "deepseek-coder-v2-lite.json"), "--json", "--gpu", "h100"]
+    result = CliRunner().invoke(app, [*args, "--ep", "8", "--fsdp", "8"])
+    assert result.exit_code == 0, result.output
+    memory = json.loads(result.output.strip().splitlines()[-1])["memory_per_gpu"]
+    assert memory["world_size"] == 8 and memory["total"] < 80e9 and "fits in a 80 GB H100" in result.output
+    result = CliRunner().invoke(app, [*args, "--ep", "5"])
+    assert result.exit_code == 2 and "--ep 5 does not divide the 64 routed experts" in result.output
