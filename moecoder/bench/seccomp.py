@@ -37,7 +37,10 @@ import errno
 import functools
 import os
 
-import pyseccomp as seccomp
+try:
+    import pyseccomp as seccomp
+except RuntimeError as error:  # pyseccomp's answer when the shared library is missing
+    raise ImportError("libseccomp is not installed (Debian/Ubuntu: apt-get install libseccomp2)") from error
 
 REFUSED: tuple[str, ...] = (
     # file system view
