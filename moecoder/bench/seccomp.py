@@ -138,6 +138,10 @@ def filter_bytes(refusal: int = errno.EPERM) -> bytes:
     """
     sf = seccomp.SyscallFilter(seccomp.ALLOW)
     sf.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    try:  # a binary search over call numbers instead of ~600 comparisons in a row (libseccomp >= 2.5)
+        sf.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+    except OSError:
+        pass
     _rules(sf, refusal)
     fd = os.memfd_create("moecoder-seccomp", os.MFD_CLOEXEC)
     with open(fd, "w+b") as program:
