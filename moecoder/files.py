@@ -63,10 +63,20 @@ def parse_jsonl(lines: Iterable[str], source: str) -> Iterator[tuple[int, object
             raise UserError(f"{source}, line {number}: not valid JSON ({exc.msg})") from None
 
 
+def utf8_lines(path: Path, what: str) -> list[str]:
+    """The lines of a text file; bytes that are not UTF-8 are a UserError naming the file and line."""
+    lines = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{what} {path}, line {number}: not UTF-8 (byte {exc.start + 1} of the line)") from None
+    return lines
+
+
 def read_jsonl(path: str | os.PathLike, what: str = "file") -> list:
-    """The values of a JSONL file; a missing file or malformed line is a UserError."""
+    """The values of a JSONL file; a missing file, a line that is not UTF-8 or not JSON is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        return [value for _, value in parse_jsonl(handle, f"{what} {path}")]
+    return [value for _, value in parse_jsonl(utf8_lines(path, what), f"{what} {path}")]

@@ -28,6 +28,12 @@ def evaluate(
                                     "keeping only k <= the smallest per-task sample count; an explicit k too large is an error)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Sandboxed workers (default: 2 per CPU)."),
     details: bool = typer.Option(False, "--details", help="Run every test of every sample and report each one."),
+    sandbox: str = typer.Option("bwrap", "--sandbox", help="bwrap (the jail; refused with one line if it cannot be "
+                                "built or does not hold) or rlimits (NO jail: unprivileged uid and limits only; "
+                                "a warning goes to stderr, the summary and every row)."),
+    allow_package: Optional[list[str]] = typer.Option(None, "--allow-package", help="A third-party package programs "
+                                                      "may import, besides numpy (repeatable); it must be installed "
+                                                      "beside moecoder."),
 ) -> None:
     """Run samples in a sandbox; write result rows; print a summary table (stderr) and JSON (last stdout line)."""
     from moecoder.bench.evaluate import evaluate_samples, read_samples
@@ -39,12 +45,24 @@ def evaluate(
             raise UserError(f"--workers must be at least 1, got {workers}")
         result_rows, summary = evaluate_samples(
             benchmark, rows, dataset=str(dataset) if dataset else None, k=ks, workers=workers,
-            progress=True, strict_k=k is not None, details=details, line_numbers=lines)
+            progress=True, strict_k=k is not None, details=details, line_numbers=lines, sandbox=sandbox,
+            packages=_packages(allow_package), samples_path=str(samples))
         target = results or Path(f"{samples}_results.jsonl")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(target, result_rows)
         _print_table(summary, target)
         print(json.dumps(summary))
+
+
+def _packages(extra: list[str] | None) -> tuple[str, ...]:
+    from moecoder.bench.jail import DEFAULT_PACKAGES, package_paths
+
+    names = tuple(dict.fromkeys([*DEFAULT_PACKAGES, *(extra or [])]))
+    try:
+        package_paths(names)
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"--allow-package: {exc}") from None
+    return names
 
 
 def _parse_k(text: str) -> tuple[int, ...]:

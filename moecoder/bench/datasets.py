@@ -6,9 +6,10 @@ released (`.jsonl.gz`) or its decompressed `.jsonl`. Downloads go to
 they are renamed into place, so a cache never holds a partial file.
 
 Each task carries a `TestSuite`: how the harness decides whether a program is right.
-- `CodeTests`: test code run after the program (HumanEval's `check`, MBPP's asserts).
+- `CodeTests`: test code (HumanEval's `check`, MBPP's asserts), run by the judge outside the
+  jail, calling the functions the program defines (judge.py).
 - `IOTests`: calls of the entry point on inputs, outputs compared with the reference
-  solution's outputs (HumanEval+; the expected outputs are computed in the sandbox).
+  solution's outputs (HumanEval+; the expected outputs are computed in the jail).
 """
 
 from __future__ import annotations
@@ -25,19 +26,30 @@ from moecoder.files import moecoder_home, parse_jsonl
 
 @dataclass(frozen=True)
 class CodeTests:
-    """Test code executed in the program's namespace; each unit is one test (early exit on failure)."""
+    """Test code the judge runs; each unit is one test (early exit on failure).
+
+    `prelude` is dataset code the tests may use (HumanEval's prompt: helpers such as `poly`);
+    `names` are what the tests take from the program (proxies to its process). `setup` is run
+    by the judge too, unless it builds the program's own objects (`setup_in_program`, MBPP/367):
+    then it runs in the program's process and the tests see `setup_names` as references.
+    """
 
     setup: str
     units: tuple[str, ...]
+    prelude: str = ""
+    names: tuple[str, ...] = ()
+    setup_in_program: bool = False
+    setup_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class IOTests:
     """Calls `entry_point(*input)` per input and compares with the reference solution's output."""
 
-    inputs: tuple  # one tuple of positional arguments per test
+    inputs: tuple  # one tuple of positional arguments per test: base inputs, then plus inputs
     atol: float
     oracle: str | None = None  # "find_zero": HumanEval/32 accepts any root x, |poly(xs, x)| <= atol
+    n_base: int = 0  # how many of `inputs` are base inputs (evalplus compares the two lists apart)
 
 
 @dataclass(frozen=True)
@@ -211,7 +223,8 @@ def _humaneval_tasks(file: Path, records: list[dict]) -> list[Task]:
         _require(file, record, ("task_id", "prompt", "entry_point", "canonical_solution", "test"))
         if not record["test"].strip():
             raise _no_tests(file, record["task_id"])
-        tests = CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",))
+        tests = CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",),
+                          prelude=record["prompt"], names=(record["entry_point"],))
         tasks.append(_humaneval_style_task(record, tests))
     return tasks
 
@@ -237,7 +250,8 @@ def _humaneval_plus_tasks(file: Path, records: list[dict]) -> list[Task]:
         if not record["base_input"]:
             raise _no_tests(file, record["task_id"])
         oracle = "find_zero" if record["entry_point"] == "find_zero" else None
-        tasks.append(_humaneval_style_task(record, IOTests(inputs=inputs, atol=float(record["atol"]), oracle=oracle)))
+        tasks.append(_humaneval_style_task(record, IOTests(inputs=inputs, atol=float(record["atol"]), oracle=oracle,
+                                                            n_base=len(record["base_input"]))))
     return tasks
 
 
@@ -255,25 +269,52 @@ def _mbpp_tasks(file: Path, records: list[dict]) -> list[Task]:
             continue
         if not record["test_list"]:
             raise _no_tests(file, record["task_id"])
+        entry_point = _mbpp_entry_point(record["test_list"][0], record["code"])
         tasks.append(Task(
             task_id=str(record["task_id"]),
             prompt=mbpp_prompt(record["text"], record["test_list"]),
-            entry_point=_mbpp_entry_point(record["test_list"][0]),
+            entry_point=entry_point,
             reference=record["code"],
-            tests=CodeTests(setup=record["test_setup_code"], units=tuple(record["test_list"])),
+            tests=_mbpp_tests(record["test_setup_code"], record["test_list"], entry_point),
         ))
     return tasks
 
 
-def _mbpp_entry_point(first_assert: str) -> str:
-    """The function the asserts call: `assert name(...)` (MBPP has no entry_point field)."""
+def _mbpp_tests(setup: str, asserts: list[str], entry_point: str) -> CodeTests:
+    """The asserts take from the program its entry point (even one named like a built-in: MBPP/126's
+    `sum`) and every name they use that neither Python nor the setup code defines; a setup that itself
+    uses such a name (MBPP/367's `Node`) runs in the program."""
+    setup_free, setup_defined = _names(setup)
+    program_names = sorted((_names("\n".join(asserts))[0] | {entry_point}) - setup_defined - {""})
+    in_program = bool(setup_free)
+    return CodeTests(setup=setup, units=tuple(asserts), names=tuple(program_names),
+                     setup_in_program=in_program, setup_names=tuple(sorted(setup_defined)) if in_program else ())
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names `source` reads that neither it nor Python's built-ins define, names it defines)."""
+    import ast
+    import builtins
+
+    tree = ast.parse(source)
+    defined = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+    defined |= {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {alias.asname or alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return read - defined - set(dir(builtins)), defined
+
+
+def _mbpp_entry_point(first_assert: str, reference: str) -> str:
+    """The function the asserts call (MBPP has no entry_point field): the first name called in the
+    first assert that the reference solution defines, else the first that is not a built-in."""
     import builtins
     import re
 
-    for match in re.finditer(r"([A-Za-z_]\w*)\s*\(", first_assert.removeprefix("assert")):
-        if not hasattr(builtins, match.group(1)):
-            return match.group(1)
-    return ""
+    called = [match.group(1) for match in re.finditer(r"([A-Za-z_]\w*)\s*\(", first_assert.removeprefix("assert"))]
+    defined = set(re.findall(r"^(?:def|class)\s+([A-Za-z_]\w*)", reference, flags=re.MULTILINE))
+    return next((name for name in called if name in defined),
+                next((name for name in called if not hasattr(builtins, name)), ""))
 
 
 _TASK_BUILDERS = {

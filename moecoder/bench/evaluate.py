@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from moecoder.bench.datasets import Benchmark, load_benchmark
 from moecoder.bench.executor import CPU_FACTOR, CPU_FLOOR_SECONDS, Executor, TaskRunner
+from moecoder.bench.jail import DEFAULT_PACKAGES, JailPolicy, Limits
 from moecoder.bench.passk import pass_at_k_summary
-from moecoder.bench.sandbox import Limits
 from moecoder.bench.store import Store, program_sha256
 from moecoder.errors import UserError
-from moecoder.files import moecoder_home, parse_jsonl
+from moecoder.files import moecoder_home, parse_jsonl, utf8_lines
 
 OUTCOMES = ("passed", "failed", "timed out", "error")
+JUDGE_VERSION = "judge-2"  # verdicts of the in-process harness before it are not reused
+RLIMITS_WARNING = ("--sandbox rlimits: programs ran WITHOUT a jail (no namespaces, the host's files visible "
+                   "to the unprivileged uid, the network reachable); only rlimits and cgroups held")
+TIME_LIMIT_POLICY = (f"CPU time of the whole process tree, max({CPU_FLOOR_SECONDS} s, {CPU_FACTOR} x the reference's "
+                     "CPU time measured in the same jail on this machine); a timeout is given only under that "
+                     "full limit; wall time 3 x CPU + 5 s")
 COMMIT_EVERY = 64  # verdicts per store transaction...
 COMMIT_SECONDS = 0.5  # ...or this often, whichever comes first
 
@@ -33,8 +40,7 @@ def read_samples(path: str) -> tuple[list[dict], list[int]]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"samples file {file} does not exist")
-    with file.open(encoding="utf-8") as handle:
-        numbered = list(parse_jsonl(handle, f"samples file {file}"))
+    numbered = list(parse_jsonl(utf8_lines(file, "samples file"), f"samples file {file}"))
     lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     if not rows:
         raise UserError(f"samples file {file} has no samples")
@@ -82,11 +88,15 @@ def result_text(verdict: dict) -> str:
 def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = None,
                      k: tuple[int, ...] = (1, 10, 100), workers: int | None = None, progress: bool = False,
                      *, strict_k: bool = True, details: bool = False, limits: Limits = Limits(),
-                     line_numbers: list[int] | None = None) -> tuple[list[dict], dict]:
-    """Run every sample in the sandbox; return (result rows in input order, summary).
+                     line_numbers: list[int] | None = None, sandbox: str = "bwrap",
+                     packages: tuple[str, ...] = DEFAULT_PACKAGES, samples_path: str | None = None,
+                     ) -> tuple[list[dict], dict]:
+    """Run every sample in the jail; return (result rows in input order, summary).
 
     `strict_k=False` drops k values larger than the smallest per-task n (the CLI does
     this for its default k) instead of refusing them; the summary's "note" says so.
+    `sandbox="rlimits"` runs without a jail (unsafe): a warning goes to stderr, the summary
+    and every row. `packages` are the third-party packages programs may import.
     """
     started = time.monotonic()
     bench = load_benchmark(benchmark, dataset)
@@ -98,10 +108,14 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
     keys = [(task, program_sha256(program)) for task, program in programs]
 
     store = Store(moecoder_home() / "harness.sqlite3", bench.name, bench.sha256)
-    executor = Executor(workers, limits)
-    # Verdicts are reused only under the same isolation, test mode and time-limit policy.
-    mode = (f"{executor.isolation}/{'details' if details else 'first-failure'}"
-            f"/cpu=max({CPU_FLOOR_SECONDS},{CPU_FACTOR}xref)")
+    sentinels = tuple(path for path in (samples_path, bench.path) if path)
+    executor = Executor(workers, limits, sandbox, JailPolicy(packages=tuple(packages)), sentinels=sentinels)
+    warning = RLIMITS_WARNING if sandbox == "rlimits" else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    # Verdicts are reused only under the same judge, isolation, test mode and time-limit policy.
+    mode = (f"{JUDGE_VERSION}/{executor.isolation}/packages={','.join(packages)}"
+            f"/{'details' if details else 'first-failure'}/cpu=max({CPU_FLOOR_SECONDS},{CPU_FACTOR}xref)")
     try:
         verdicts = store.verdicts(mode)
         todo = {key: program for key, (_, program) in zip(keys, programs) if key not in verdicts}
@@ -113,11 +127,17 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
         executor.close()
         store.close()
 
+    extra = {"warning": warning} if warning else {}
     rows = [{**row, "passed": verdicts[key]["outcome"] == "passed", "result": result_text(verdicts[key]),
-             "isolation": executor.isolation, **({"details": verdicts[key]["details"]} if details else {})}
+             "isolation": executor.isolation, **extra, **({"details": verdicts[key]["details"]} if details else {})}
             for row, key in zip(samples, keys)]
     summary = _summary(bench, rows, keys, ks, note, executor.isolation, runner, time.monotonic() - started)
     summary["programs"] = {"distinct": len(set(keys)), "reused_from_store": reused}
+    summary["time_limit_policy"] = TIME_LIMIT_POLICY
+    summary["judged_with_program_objects"] = [task.task_id for task in bench.tasks
+                                              if getattr(task.tests, "setup_in_program", False)
+                                              and task.task_id in {key[0] for key in keys}]
+    summary.update(extra)
     return rows, summary
 
 
