@@ -19,7 +19,7 @@ jail, beside the zygote, under `python -I -S`.
 Format (version 1, little-endian; Q = u64 count or byte length):
     message  := b"PL\\x01" node
     node     := b"N" | b"T" | b"F"                       None, True, False
-              | b"i" Q bytes                             int, two's complement
+              | b"I" i64 | b"i" Q bytes                  int: in int64 / any, two's complement
               | b"f" f64 | b"c" f64 f64                  float, complex
               | b"s" Q utf-8 (surrogatepass) | b"y" Q bytes
               | (b"l" | b"t" | b"e" | b"z") items        list, tuple, set, frozenset
@@ -58,6 +58,8 @@ _MAX_SAME_HASH = 64
 _JSON_SCALARS = frozenset((type(None), bool, int, float, str))
 
 _Q = struct.Struct("<Q")
+_q = struct.Struct("<q")
+_INT64 = 2**63
 _F = struct.Struct("<d")
 _C = struct.Struct("<dd")
 _LITTLE = sys.byteorder == "little"
@@ -143,8 +145,11 @@ def _enc_bool(v, depth, out):
 
 
 def _enc_int(v, depth, out):
-    n = v.bit_length() // 8 + 1
-    out.append(b"i" + _Q.pack(n) + v.to_bytes(n, "little", signed=True))
+    if -_INT64 <= v < _INT64:
+        out.append(b"I" + _q.pack(v))
+    else:
+        n = v.bit_length() // 8 + 1
+        out.append(b"i" + _Q.pack(n) + v.to_bytes(n, "little", signed=True))
 
 
 def _enc_float(v, depth, out):
@@ -408,6 +413,11 @@ class _Reader:
         start, end = self.sized(pos)
         return int.from_bytes(self.mv[start:end], "little", signed=True), end
 
+    def int64(self, pos):
+        if pos + 8 > len(self.data):
+            raise ValueError("message truncated")
+        return _q.unpack_from(self.data, pos)[0], pos + 8
+
     def float_(self, pos):
         start, end = self.span(pos, 8)
         return _F.unpack_from(self.data, start)[0], end
@@ -451,7 +461,9 @@ class _Reader:
         start, end = self.sized(pos)
         text = codecs.utf_8_decode(self.mv[start:end], "surrogatepass", True)[0]
         try:
-            items = _JSON_DEC.decode(text)
+            # With the interpreter's digit limit on, its C parser refuses long numbers before converting
+            # them; without it, a hook bounds each integer token (a Python call per integer: slower).
+            items = (_JSON_DEC if _int_json_safe() else _JSON_DEC_BOUNDED).decode(text)
         except RecursionError:  # the C scanner's own guard; the type checks below refuse nesting anyway
             raise ValueError("JSON items nest too deeply") from None
         if type(items) is not list:
@@ -550,6 +562,7 @@ _SCALARS = {
     ord("N"): lambda r, pos: (None, pos),
     ord("T"): lambda r, pos: (True, pos),
     ord("F"): lambda r, pos: (False, pos),
+    ord("I"): _Reader.int64,
     ord("i"): _Reader.int_,
     ord("f"): _Reader.float_,
     ord("c"): _Reader.complex_,
@@ -569,14 +582,14 @@ _FORMS = {
 
 
 def _bounded_int(token: str) -> int:
-    # Called by the JSON decoder for each integer token: bounds the quadratic decimal conversion
-    # whatever limit this interpreter runs with.
+    # Bounds the quadratic decimal conversion of each integer token when the interpreter's limit is off.
     if len(token) - token.startswith("-") > _MAX_INT_DIGITS:
         raise ValueError("integer of more than 4300 digits in JSON items")
     return int(token)
 
 
-_JSON_DEC = json.JSONDecoder(parse_int=_bounded_int)
+_JSON_DEC = json.JSONDecoder()
+_JSON_DEC_BOUNDED = json.JSONDecoder(parse_int=_bounded_int)
 
 
 def _numpy():

@@ -273,6 +273,7 @@ HOSTILE = {  # name: (message, what the error says)
     "no value": (msg(), "truncated"),
     "garbage after": (msg(b"NN"), "garbage"),
     "unknown tag": (msg(b"?"), "unknown tag"),
+    "truncated int64": (msg(b"I", b"\x01\x02"), "truncated"),
     "truncated int": (msg(b"i", q(5), b"\x01"), "truncated"),
     "truncated length": (msg(b"s", b"\x01\x00"), "truncated"),
     "truncated float": (msg(b"f\x00\x00"), "truncated"),
