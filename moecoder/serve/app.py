@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,7 @@ class Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: dict = Field(default_factory=dict)  # {"include_usage": true}: a last chunk with the counts
+    logit_bias: dict[int, float] = Field(default_factory=dict)  # token id -> bias in -100..100 added to its logit
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +78,7 @@ class Sampling(BaseModel):
 
 
 # Fields OpenAI defines that this server does not implement: refused unless they hold their no-op value.
-UNSUPPORTED = {"presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {}, "best_of": 1, "tools": [],
+UNSUPPORTED = {"presence_penalty": 0, "frequency_penalty": 0, "best_of": 1, "tools": [],
                "functions": [], "response_format": {"type": "text"}, "audio": None, "prediction": None}
 
 
@@ -145,7 +147,7 @@ class Server:
         self.engine = Engine(make_runner(backend), backend.decode, backend.eos_ids, max_batch=max_batch,
                              max_waiting=limits.max_waiting, joining=joining, window_ms=window_ms)
         self.workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moecoder-tokenize")
-        self.preparing = 0  # requests being parsed and tokenised: they count against max_waiting
+        self.preparing = 0  # requests being parsed and tokenised (at most max_waiting)
         self.created = int(time.time())
 
     def app(self) -> FastAPI:
@@ -169,7 +171,8 @@ class Server:
         return BodyLimit(app, self.limits.max_body_bytes)
 
     async def health(self):
-        return {"status": "ok", **self.engine.status(), "preparing": self.preparing}
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+        return {"status": "ok", **self.engine.status(), "preparing": self.preparing, "peak_rss_mb": peak_rss_mb}
 
     async def models(self):
         return {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": self.created,
@@ -184,8 +187,8 @@ class Server:
         return await self._serve(request, self._chat_job)
 
     async def _serve(self, request: Request, prepare):
-        if len(self.engine.waiting) + self.preparing >= self.limits.max_waiting:
-            raise self._busy(f"{len(self.engine.waiting)} rows wait and {self.preparing} requests are being read")
+        if self.preparing >= self.limits.max_waiting:
+            raise self._busy(f"{self.preparing} requests are being read")
         body = await request.body()
         self.preparing += 1
         try:
@@ -228,7 +231,8 @@ class Server:
         body = job.body
         return [Row(ticket, i * body.n + j, ids, job.max_tokens, body.temperature, body.top_p,
                     None if body.seed is None else body.seed + j, body.stops, job.logprobs,
-                    prompt_logprobs=bool(job.echo[i]) and job.logprobs is not None, echo=job.echo[i])
+                    prompt_logprobs=bool(job.echo[i]) and job.logprobs is not None, echo=job.echo[i],
+                    logit_bias=body.logit_bias)
                 for i, ids in enumerate(job.prompt_ids) for j in range(body.n)]
 
     # --- parsing, checks and tokenisation (worker threads) ---------------------------------------------
@@ -251,6 +255,10 @@ class Server:
         limits = self.limits
         self._within("n", body.n, limits.max_n, "choices")
         self._within("stop", len(body.stops), MAX_STOP, "stop strings")
+        for token, bias in body.logit_bias.items():
+            if not (0 <= token < (self.vocab_size or 2**31) and -100 <= bias <= 100):
+                raise APIError(400, f"logit_bias: token {token} must be in 0..{self.vocab_size - 1} and its bias "
+                                    f"{bias} in -100..100", param="logit_bias")
         return body
 
     @staticmethod

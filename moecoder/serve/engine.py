@@ -86,6 +86,7 @@ class Row:
     logprobs: int | None = None  # alternatives to report per token; None: no logprobs
     prompt_logprobs: bool = False  # also report the prompt's tokens (echo with logprobs)
     echo: str = ""  # text the choice starts with (the prompt, for echo); offsets count it
+    logit_bias: dict[int, float] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of text already released
@@ -294,6 +295,9 @@ class Engine:
             self.active += [rows[i] for i in joining]
 
     def _step(self) -> None:
+        self._leave()  # rows cancelled while others were being admitted
+        if not self.active:
+            return
         tokens = torch.tensor([row.next_token for row in self.active], device=self.runner.device)
         try:
             logits = self.runner.decode(tokens)
@@ -316,8 +320,14 @@ class Engine:
             if row.done:
                 continue
             try:
+                scores = logits[i:i + 1]
+                if row.logit_bias:  # OpenAI's logit_bias: added to the logits before sampling
+                    ids, bias = zip(*row.logit_bias.items())
+                    scores = scores.index_add(1, torch.tensor(ids, device=scores.device),
+                                              torch.tensor([bias], dtype=scores.dtype, device=scores.device))
+                    greedy[i] = int(scores.argmax())
                 token = greedy[i] if row.temperature <= 0 else \
-                    int(sample_next(logits[i:i + 1], row.temperature, row.top_p, row.generator)[0])
+                    int(sample_next(scores, row.temperature, row.top_p, row.generator)[0])
                 logprob = None if row.logprobs is None else self._logprob(logits[i], token, row.logprobs)
                 row.next_token = token
                 self.tokens += 1
