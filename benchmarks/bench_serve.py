@@ -1,19 +1,27 @@
-"""`moecoder serve` under concurrent load, next to hf: (transformers) generation on the same weights.
+"""`moecoder serve` with continuous against static batching, side by side, next to hf: on the same weights.
 
     python benchmarks/bench_serve.py [--model-dir DIR | --preset nano|1.3b] [--concurrency 1,4,16]
-                                     [--requests 16] [--max-tokens 64] [--device cpu|cuda] [--dtype bfloat16]
+                                     [--rounds 2] [--min-tokens 16] [--max-tokens 512] [--seed 0]
+                                     [--servers continuous,static,hf] [--device cpu|cuda] [--dtype bfloat16]
 
 Without --model-dir it saves a randomly initialised model of the preset's shape (nano: the quickstart's MoE+MLA
 size, for CPUs; 1.3b: DeepSeek-Coder-1.3B's dense shape, for a GPU) with a BPE tokenizer trained on HumanEval
-prompts. Requests are HumanEval prompts in completion mode, greedy, exactly --max-tokens new tokens unless the
-model ends earlier (tokens are counted as generated, from the server's usage).
+prompts.
 
-For each concurrency c it measures, one after another:
-  server   c clients stream requests at a running `moecoder serve --model native:DIR` (separate process):
-           generated tokens/s over the whole run, request latency p50/p95, time to first token p50;
-  hf:      transformers' generate on the same directory in this process, the same prompts in batches of c;
-  native:  our backend in this process, batches of c (the server's work without HTTP and batching queue);
-and prints a table with the ratio server / hf: and one JSON line with every number.
+The workload is a fixed mix: HumanEval prompts in completion mode, greedy, each request asking for max_tokens
+drawn uniformly from --min-tokens..--max-tokens with --seed, and generating exactly that many (logit_bias
+keeps the end-of-sequence ids out). At concurrency c, c clients each send --rounds requests one after another
+(closed loop: a client's next request goes out when its last one is answered), streaming.
+
+Servers, one after another on the same workload (each a separate `moecoder serve` process, --max-batch 16):
+  continuous  native: weights, rows join the running batch between decoding steps;
+  static      the same engine with joining turned off: a batch runs until its last row has finished;
+  hf          hf: on the same directory (transformers' model under the same continuous engine).
+and, in this process, hf-offline: transformers' own generate on the same prompts in batches of c (no server).
+
+Per server and concurrency: generated tokens/s over the run, request latency p50/p95, time to first token
+(TTFT) p50/p95, and the engine's mean rows per decoding step (from /health). Prints a table, the ratios
+static / continuous, and one JSON line with every number.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -38,6 +47,7 @@ PRESETS = {
     "1.3b": dict(model_type="llama", hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
                  num_attention_heads=16, num_key_value_heads=16, rope_theta=100000.0, n_routed_experts=None),
 }
+MAX_BATCH = 16
 
 
 def humaneval_prompts() -> list[str]:
@@ -67,11 +77,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, args) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, args, *flags: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-c", "from moecoder.cli import main; main()", "serve", "--model",
-               f"native:{model_dir}", "--served-model-name", "bench", "--port", str(port), "--device", args.device,
-               "--max-batch", str(max(args.concurrency))]
+    command = [sys.executable, "-c", "from moecoder.cli import main; main()", "serve", "--model", model,
+               "--served-model-name", "bench", "--port", str(port), "--device", args.device,
+               "--max-batch", str(MAX_BATCH), "--max-waiting", "1024", *flags]
     if args.dtype:
         command += ["--dtype", args.dtype]
     if args.threads:
@@ -82,7 +92,7 @@ def start_server(model_dir: Path, args) -> tuple[subprocess.Popen, str]:
     while True:
         try:
             httpx.get(f"{url}/health", timeout=1).raise_for_status()
-            return process, f"{url}/v1"
+            return process, url
         except httpx.HTTPError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
@@ -90,13 +100,19 @@ def start_server(model_dir: Path, args) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+def workload(prompts: list[str], count: int, args) -> list[tuple[str, int]]:
+    """The fixed mix: (prompt, max_tokens) pairs, max_tokens uniform in min..max tokens, from --seed."""
+    draw = random.Random(args.seed)
+    return [(prompts[i % len(prompts)], draw.randint(args.min_tokens, args.max_tokens)) for i in range(count)]
+
+
+async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int, no_eos: dict) -> tuple:
     """(latency, time to first token, generated tokens) of one streamed completion."""
     body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, "logit_bias": no_eos}
     start = time.perf_counter()
     first, tokens = None, 0
-    async with client.stream("POST", "/completions", json=body) as response:
+    async with client.stream("POST", "/v1/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: {"):
@@ -110,41 +126,47 @@ async def stream_one(client: httpx.AsyncClient, prompt: str, max_tokens: int) ->
     return end - start, (first or end) - start, tokens
 
 
-async def load_test(url: str, prompts: list[str], concurrency: int, max_tokens: int) -> dict:
-    semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        async def limited(prompt):
-            async with semaphore:
-                return await stream_one(client, prompt, max_tokens)
+async def load_test(url: str, requests: list[tuple[str, int]], concurrency: int, no_eos: dict) -> dict:
+    """`concurrency` closed-loop clients working through `requests` in order."""
+    queue = list(reversed(requests))
+    results = []
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
+        async def worker():
+            while queue:
+                prompt, max_tokens = queue.pop()
+                results.append(await stream_one(client, prompt, max_tokens, no_eos))
 
-        health = url.removesuffix("/v1") + "/health"
-        before = (await client.get(health)).json()
+        before = (await client.get("/health")).json()
         start = time.perf_counter()
-        results = await asyncio.gather(*(limited(p) for p in prompts))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-        after = (await client.get(health)).json()
+        after = (await client.get("/health")).json()
     latencies, ttfts, tokens = zip(*results)
     return {"tokens_per_s": sum(tokens) / wall, "latency_p50": statistics.median(latencies),
-            "latency_p95": percentile(latencies, 95), "ttft_p50": statistics.median(ttfts), "tokens": sum(tokens),
-            "mean_batch": (after["rows"] - before["rows"]) / max(1, after["batches"] - before["batches"])}
+            "latency_p95": percentile(latencies, 95), "ttft_p50": statistics.median(ttfts),
+            "ttft_p95": percentile(ttfts, 95), "tokens": sum(tokens), "wall_s": wall,
+            "rows_per_step": (after["tokens"] - before["tokens"]) / max(1, after["steps"] - before["steps"])}
 
 
 def percentile(values, q: float) -> float:
+    """The q-th percentile by linear interpolation between closest ranks (numpy's default)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def offline(backend, prompts: list[str], batch: int, max_tokens: int) -> dict:
-    """Tokens/s of a backend generating the prompts in batches of `batch` in this process."""
-    ids = [backend.prompt_ids(prompt=p) for p in prompts]
-    start = time.perf_counter()
-    tokens, latencies = 0, []
-    for i in range(0, len(ids), batch):
-        began = time.perf_counter()
-        tokens += sum(len(row) for row in backend.generate_ids(ids[i:i + batch], max_tokens))
-        latencies += [time.perf_counter() - began] * len(ids[i:i + batch])
-    return {"tokens_per_s": tokens / (time.perf_counter() - start), "latency_p50": statistics.median(latencies),
-            "tokens": tokens}
+def offline(backend, requests: list[tuple[str, int]], batch: int) -> dict:
+    """transformers' generate in this process, the requests in batches of `batch` (each batch runs to its
+    longest max_tokens; every row's tokens beyond its own max_tokens are not counted)."""
+    tokens, start = 0, time.perf_counter()
+    for i in range(0, len(requests), batch):
+        chunk = requests[i:i + batch]
+        new = backend.generate_ids([backend.prompt_ids(prompt=p) for p, _ in chunk], max(m for _, m in chunk))
+        tokens += sum(min(len(ids), m) for ids, (_, m) in zip(new, chunk))
+    wall = time.perf_counter() - start
+    return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall}
 
 
 def main() -> None:
@@ -152,14 +174,19 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="a save_model directory with tokenizer.json")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="nano")
     parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="requests each client sends, one after another")
+    parser.add_argument("--min-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the max_tokens draw")
+    parser.add_argument("--servers", default="continuous,static,hf", help="which of continuous,static,hf to run")
+    parser.add_argument("--no-offline", action="store_true", help="skip transformers' offline generate")
     parser.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads, here and in the server (1 is far faster on a busy machine)")
+                        help="torch CPU threads, here and in the servers (1 is far faster on a busy machine)")
     args = parser.parse_args()
-    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    servers = args.servers.split(",")
 
     import torch
 
@@ -167,42 +194,60 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
     texts = humaneval_prompts()
-    prompts = (texts * (args.requests // len(texts) + 1))[:args.requests]
+    runs: dict[str, dict[int, dict]] = {name: {} for name in servers + ([] if args.no_offline else ["hf-offline"])}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir
         if model_dir is None:
             model_dir = Path(tmp) / f"random-{args.preset}"
             build_random_model(model_dir, args.preset, texts)
-        opts = {"device": args.device, "dtype": args.dtype, "batch_size": max(args.concurrency)}
-        hf, native = make_backend(f"hf:{model_dir}", **opts), make_backend(f"native:{model_dir}", **opts)
-        process, url = start_server(model_dir, args)
-        try:
-            asyncio.run(load_test(url, prompts[:2], 2, 4))  # warm-up
-            offline(hf, prompts[:2], 2, 4), offline(native, prompts[:2], 2, 4)
-            rows = []
-            for c in args.concurrency:
-                served = asyncio.run(load_test(url, prompts, c, args.max_tokens))
-                rows.append({"concurrency": c, "server": served,
-                             "hf": offline(hf, prompts, c, args.max_tokens),
-                             "native": offline(native, prompts, c, args.max_tokens)})
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    print(f"model: {args.model_dir or 'random ' + args.preset}, device {args.device}, "
-          f"threads {torch.get_num_threads()}, {args.requests} requests "
-          f"of {args.max_tokens} new tokens (greedy, HumanEval prompts)")
-    print("| concurrency | server tok/s | latency p50 / p95 s | TTFT p50 s | hf: tok/s (batch c) | "
-          "native offline tok/s | server / hf: | mean server batch |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        s, h, n = row["server"], row["hf"], row["native"]
-        print(f"| {row['concurrency']} | {s['tokens_per_s']:.1f} | {s['latency_p50']:.2f} / {s['latency_p95']:.2f} | "
-              f"{s['ttft_p50']:.2f} | {h['tokens_per_s']:.1f} | {n['tokens_per_s']:.1f} | "
-              f"{s['tokens_per_s'] / h['tokens_per_s']:.2f}x | {s['mean_batch']:.1f} |")
-    print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
-                      "preset": None if args.model_dir else args.preset, "rows": rows}))
+        opts = {"device": args.device, "dtype": args.dtype, "batch_size": MAX_BATCH}
+        native = make_backend(f"native:{model_dir}", **opts)
+        no_eos = {str(token): -100 for token in native.eos_ids}
+        del native
+        for name in servers:
+            spec = f"hf:{model_dir}" if name == "hf" else f"native:{model_dir}"
+            process, url = start_server(spec, args, "--batching", "static" if name == "static" else "continuous")
+            try:
+                asyncio.run(load_test(url, workload(texts, 2, args)[:2], 2, no_eos))  # warm-up
+                for c in concurrencies:
+                    runs[name][c] = asyncio.run(load_test(url, workload(texts, c * args.rounds, args), c, no_eos))
+                    print(f"{name} c={c}: {json.dumps(runs[name][c])}", file=sys.stderr, flush=True)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        if not args.no_offline:
+            hf = make_backend(f"hf:{model_dir}", **opts)
+            offline(hf, workload(texts, 2, args)[:2], 2)
+            for c in concurrencies:
+                runs["hf-offline"][c] = offline(hf, workload(texts, c * args.rounds, args), c)
+    report(args, concurrencies, runs)
+
+
+def report(args, concurrencies: list[int], runs: dict) -> None:
+    import torch
+
+    print(f"model: {args.model_dir or 'random ' + args.preset}, device {args.device}, threads "
+          f"{torch.get_num_threads()}; {args.rounds} requests per client, max_tokens uniform "
+          f"{args.min_tokens}-{args.max_tokens} (seed {args.seed}), greedy, streamed, HumanEval prompts")
+    print("| server | c | tok/s | latency p50 / p95 s | TTFT p50 / p95 s | rows per step |")
+    print("|---|---|---|---|---|---|")
+    for name, by_c in runs.items():
+        for c, r in by_c.items():
+            if name == "hf-offline":
+                print(f"| hf: offline generate (batches of c) | {c} | {r['tokens_per_s']:.1f} | - | - | - |")
+                continue
+            print(f"| {name} | {c} | {r['tokens_per_s']:.1f} | {r['latency_p50']:.2f} / {r['latency_p95']:.2f} | "
+                  f"{r['ttft_p50']:.2f} / {r['ttft_p95']:.2f} | {r['rows_per_step']:.1f} |")
+    if "continuous" in runs and "static" in runs:
+        print("\n| c | static / continuous: p95 latency | p50 latency | p95 TTFT | tok/s (continuous / static) |")
+        print("|---|---|---|---|---|")
+        for c in concurrencies:
+            s, k = runs["static"][c], runs["continuous"][c]
+            print(f"| {c} | {s['latency_p95'] / k['latency_p95']:.2f}x | {s['latency_p50'] / k['latency_p50']:.2f}x | "
+                  f"{s['ttft_p95'] / k['ttft_p95']:.2f}x | {k['tokens_per_s'] / s['tokens_per_s']:.2f}x |")
+    print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "rounds": args.rounds,
+                      "preset": None if args.model_dir else args.preset, "runs": runs}))
 
 
 if __name__ == "__main__":
