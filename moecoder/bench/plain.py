@@ -29,6 +29,7 @@ Format (version 1, little-endian; Q = u64 count or byte length):
               | b"r" Q utf-8                             Ref (resolved by decode(refs=...))
     items    := b"*" Q node*                             one node per item
               | b"q" Q i64*  | b"d" Q f64*               all ints in int64 / all floats
+              | b"m" Q u8*n f64*n                        ints (|i| <= 2**53, mask 1) and floats
               | b"j" Q json                              flat JSON array of None/bool/int/float/str
               | (b"L" | b"T") Q json                     JSON array of lists / tuples of those
     dtype    := u8 length + ascii: byte order + numpy type char (b"<q", b"|?", b"<U5")
@@ -40,6 +41,7 @@ import array
 import codecs
 import itertools
 import json
+import operator
 import re
 import struct
 import sys
@@ -60,6 +62,7 @@ _JSON_SCALARS = frozenset((type(None), bool, int, float, str))
 _Q = struct.Struct("<Q")
 _q = struct.Struct("<q")
 _INT64 = 2**63
+_EXACT_IN_FLOAT = 2**53  # every int up to this size converts to float64 and back unchanged
 _F = struct.Struct("<d")
 _C = struct.Struct("<dd")
 _LITTLE = sys.byteorder == "little"
@@ -224,6 +227,10 @@ def _fast_items(items, depth):
             return b"q", _le(a).tobytes()
     if types == {float}:
         return b"d", _le(array.array("d", items)).tobytes()
+    if types == {int, float}:
+        mixed = _mixed_numbers(items)
+        if mixed is not None:
+            return b"m", mixed
     if types <= _JSON_SCALARS:
         return _json_items(b"j", items, int in types)
     if depth < MAX_DEPTH and (types == {list} or types == {tuple}):
@@ -231,6 +238,16 @@ def _fast_items(items, depth):
         if inner <= _JSON_SCALARS:
             return _json_items(b"L" if list in types else b"T", items, int in inner)
     return None
+
+
+def _mixed_numbers(items):
+    """A mask (1 for an int) and every item as a float64, when each int is exact as a float; or None.
+    (JSON would write and parse each float's decimal repr: several times slower.)"""
+    mask = bytes(map(operator.is_, map(type, items), itertools.repeat(int)))
+    ints = list(itertools.compress(items, mask))
+    if max(ints) > _EXACT_IN_FLOAT or min(ints) < -_EXACT_IN_FLOAT:
+        return None
+    return mask + _le(array.array("d", items)).tobytes()
 
 
 def _json_items(form, items, has_int):
@@ -451,6 +468,21 @@ class _Reader:
         a.frombytes(self.mv[start:end])
         return _le(a).tolist(), end
 
+    def mixed(self, pos, depth):
+        start, end = self.sized(pos)
+        n, rest = divmod(end - start, 9)
+        if rest:
+            raise ValueError("mixed numbers of a length that is not a multiple of 9")
+        a = array.array("d")
+        a.frombytes(self.mv[start + n : end])
+        items = _le(a).tolist()
+        try:
+            for i in itertools.compress(range(n), self.mv[start : start + n]):
+                items[i] = int(items[i])
+        except OverflowError:  # an infinity marked as an int
+            raise ValueError("mixed numbers with an int that is not finite") from None
+        return items, end
+
     def int64s(self, pos, depth):
         return self.numbers(pos, "q")
 
@@ -575,6 +607,7 @@ _SCALARS = {
 _FORMS = {
     ord("q"): _Reader.int64s,
     ord("d"): _Reader.float64s,
+    ord("m"): _Reader.mixed,
     ord("j"): _Reader.json_flat,
     ord("L"): _Reader.json_rows,
     ord("T"): _Reader.json_rows,

@@ -87,6 +87,7 @@ def test_containers_round_trip_exactly(n):
         {frozenset({i}) for i in range(n)}, {(i, float(i)) for i in range(n)},
         [b"x" * i for i in range(n)], [1j] * n, [[]] * n, [{}] * n, [(1, 2), [1, 2]] * n, [[1, [2]]] * n,
         [1, 2.0] * n, [(1, 2.0), (1.0, 2)] * n, [(float("nan"),)] * n,
+        [2**53, -(2**53), 0.5, 7] * n, [2**53 + 1, 0.5] * n, [1, float("nan"), NEG_NAN, -0.0, float("-inf")] * n,
     ]
     for value in values:
         roundtrip(value)
@@ -289,6 +290,9 @@ HOSTILE = {  # name: (message, what the error says)
     "set of json arrays": (msg(b"ej", q(4), b"[[]]"), "not scalars"),
     "unhashable set of rows": (msg(b"eL", q(4), b"[[]]"), "unhashable"),
     "keys without values": (msg(b"d*", q(1), b"N", b"*", q(0)), "unequal"),
+    "mixed bad length": (msg(b"lm", q(10), b"\x01" * 10), "multiple of 9"),
+    "mixed int inf": (msg(b"lm", q(9), b"\x01", struct.pack("<d", float("inf"))), "not finite"),
+    "mixed int nan": (msg(b"lm", q(9), b"\x01", struct.pack("<d", float("nan"))), "NaN"),
     "json not an array": (msg(b"lj", q(3), b'"a"'), "not an array"),
     "json object": (msg(b"lj", q(9), b'[{"a":1}]'), "not scalars"),
     "json nested": (msg(b"lj", q(7), b"[[1,2]]"), "not scalars"),
