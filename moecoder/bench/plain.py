@@ -5,8 +5,11 @@ pickles. `encode` accepts only plain values — None, bool, int (any size), floa
 payloads, infinities, -0.0), complex, str (lone surrogates included), bytes, and list, tuple, dict
 (insertion order kept), set and frozenset of plain values nested at most `MAX_DEPTH` containers deep —
 plus numpy scalars and arrays of booleans, numbers or fixed-width unicode (dtype, shape and raw bytes,
-rebuilt as the same numpy type by the judge) and `Ref`. Types must match exactly: a subclass of a
-built-in type could carry its own `__eq__`, so it is refused like any other object (`NotPlain`).
+rebuilt as the same numpy type by the judge) and `Ref`. Values cross as exact built-in types: an
+instance of a subclass that inherits its base's equality unchanged (a namedtuple, an IntEnum member,
+a defaultdict) crosses as its base type, read with the base's own methods; Counter, OrderedDict and
+deque cross as themselves (rebuilt from a dict or list); a class with its own `__eq__` is refused like
+any other object (`NotPlain`), so no program-defined comparison ever runs in the judge.
 Identity is not kept: an object reached twice is sent twice.
 
 `decode` is the judge's parser for bytes written by an untrusted process: on any malformed input it
@@ -27,6 +30,7 @@ Format (version 1, little-endian; Q = u64 count or byte length):
               | b"a" dtype u8-ndim Q*ndim Q raw           numpy.ndarray (C order)
               | b"g" dtype Q raw                         numpy scalar
               | b"r" Q utf-8                             Ref (resolved by decode(refs=...))
+              | b"W" (b"C" | b"O" | b"Q") node           Counter / OrderedDict (of a dict), deque (of a list)
     items    := b"*" Q node*                             one node per item
               | b"q" Q i64*  | b"d" Q f64*               all ints in int64 / all floats
               | b"m" Q u8*n f64*n                        ints (|i| <= 2**53, mask 1) and floats
@@ -39,6 +43,7 @@ would be lost) and never an integer of more than 4300 digits.
 
 import array
 import codecs
+import collections
 import itertools
 import json
 import operator
@@ -72,6 +77,20 @@ _DTYPE = re.compile(rb"[<>|=](?:[?bBhHiIlLqQefdgFDG]|U[1-9][0-9]{0,8})\Z")
 _DTYPE_CHARS = frozenset("?bBhHiIlLqQefdgFDG")
 
 _JSON_ENC = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":"))
+
+
+# Standard-library containers whose equality is their own (Counter ignores zero counts, OrderedDict
+# compares order with another OrderedDict): sent as their base value and rebuilt as themselves.
+_WRAPPED = {collections.Counter: (b"C", dict), collections.OrderedDict: (b"O", dict), collections.deque: (b"Q", list)}
+_WRAPPED_CONTENT = {dict: lambda v: dict(dict.items(v)), list: list}
+# How the content of a subclass instance is read with the built-in type's own methods (never the
+# subclass's overrides of __str__, __iter__, items...), as the built-in's equality would see it.
+_CONTENT = {
+    int: int.__int__, float: float.__float__, complex: complex.__complex__, str: str.__str__,
+    bytes: bytes.__bytes__, list: lambda v: list(list.__iter__(v)), tuple: lambda v: tuple(tuple.__iter__(v)),
+    dict: lambda v: dict(dict.items(v)), set: lambda v: set(set.__iter__(v)),
+    frozenset: lambda v: frozenset(frozenset.__iter__(v)),
+}
 
 
 class NotPlain(ValueError):
@@ -130,13 +149,35 @@ def encode(value) -> bytes:
     return b"".join(out)
 
 
-def _enc_other(v, out):
-    if type(v) is Ref:
+def _enc_other(v, depth, out):
+    kind = type(v)
+    if kind is Ref:
         _enc_str(v.name, b"r", out)
-    elif type(v).__module__ == "numpy":
+    elif kind.__module__ == "numpy":
         _enc_numpy(v, out)
+    elif kind in _WRAPPED:  # a standard-library container with its own equality, rebuilt as itself
+        if depth >= MAX_DEPTH:
+            raise NotPlain(f"containers nest deeper than {MAX_DEPTH}")
+        tag, base = _WRAPPED[kind]
+        out.append(b"W" + tag)
+        _enc_walk((_WRAPPED_CONTENT[base](v),), depth + 1, out)
     else:
-        raise _not_plain(v)
+        base = _inherited_equality(kind)
+        if base is None:
+            raise _not_plain(v)
+        _enc_walk((_CONTENT[base](v),), depth, out)
+
+
+def _inherited_equality(kind):
+    """The built-in type whose equality `kind` inherits unchanged (a namedtuple's tuple, an IntEnum's
+    int, defaultdict's dict), or None. Its instances cross as that type, rebuilt from their items in
+    the sender's process, so no method of theirs ever runs where they are compared."""
+    for base in _CONTENT:
+        if issubclass(kind, base):
+            mro = kind.__mro__
+            own = mro[:mro.index(base)] if base in mro else mro
+            return None if any("__eq__" in vars(cls) or "__ne__" in vars(cls) for cls in own) else base
+    return None
 
 
 def _enc_none(v, depth, out):
@@ -210,7 +251,7 @@ def _enc_walk(items, depth, out):
     for item in items:
         enc = _ENCODERS.get(type(item))
         if enc is None:
-            _enc_other(item, out)
+            _enc_other(item, depth, out)
         else:
             enc(item, depth, out)
 
@@ -329,6 +370,8 @@ def decode(data: bytes, *, refs=None):
 
 
 _CONTAINERS = frozenset(b"ltezd")
+_WRAP = ord("W")
+_UNWRAP = {tag: (kind, base) for kind, (tag, base) in _WRAPPED.items()}
 _KINDS = {ord("e"): set, ord("z"): frozenset}
 
 
@@ -366,6 +409,14 @@ class _Reader:
                     stack.append([tag, None, 0, None])
                     pos += 1
                     header = True
+                    continue
+                if tag == _WRAP:  # one node follows, rebuilt as the wrapper's type when it closes
+                    if len(stack) >= MAX_DEPTH:
+                        raise ValueError(f"containers nest deeper than {MAX_DEPTH}")
+                    if data[pos + 1:pos + 2] not in _UNWRAP:
+                        raise ValueError(f"unknown wrapper at byte {pos}")
+                    stack.append([tag, [], 1, data[pos + 1:pos + 2]])
+                    pos += 2
                     continue
                 read = _SCALARS.get(tag)
                 if read is None:
@@ -575,6 +626,11 @@ class _Reader:
 
 def _build(frame):
     tag, items, _, keys = frame
+    if tag == _WRAP:
+        build, base = _UNWRAP[keys]
+        if type(items[0]) is not base:
+            raise ValueError(f"a {build.__name__} must wrap a {base.__name__}")
+        return build(items[0])
     if tag == ord("l"):
         return items
     if tag == ord("t"):

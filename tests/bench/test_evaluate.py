@@ -133,12 +133,26 @@ def test_k_larger_than_a_task_n_is_refused_unless_defaulted():
     assert list(summary["pass_at_k"]) == ["pass@1"] and "pass@10,100 left out" in summary["note"]
 
 
-def test_the_rlimits_fallback_is_reported(monkeypatch):
-    monkeypatch.setenv("MOECODER_SANDBOX", "rlimits")
+def test_the_rlimits_fallback_runs_only_when_asked_and_warns_everywhere(capfd):
     samples = humaneval_references()[:2] + [{"task_id": "HumanEval/1", "completion": "    import os; os._exit(0)\n"}]
-    rows, summary = evaluate_samples("humaneval", samples, k=(1,))
+    rows, summary = evaluate_samples("humaneval", samples, k=(1,), sandbox="rlimits")
     assert [row["passed"] for row in rows] == [True, True, False]
-    assert summary["isolation"] == "rlimits" and {row["isolation"] for row in rows} == {"rlimits"}
+    assert summary["isolation"].startswith("rlimits only (NO namespaces")
+    assert {row["isolation"] for row in rows} == {summary["isolation"]}
+    assert "WITHOUT a jail" in summary["warning"] and all(row["warning"] == summary["warning"] for row in rows)
+    assert "warning: --sandbox rlimits" in capfd.readouterr().err
+
+
+def test_without_bubblewrap_the_harness_stops_with_one_line_naming_it(tmp_path):
+    samples = write_jsonl(tmp_path / "s.jsonl", humaneval_references()[:1])
+    bare_path = tmp_path / "bin"
+    bare_path.mkdir()
+    (bare_path / "setpriv").symlink_to("/usr/bin/setpriv")
+    done = moecoder("evaluate", "--benchmark", "humaneval", "--samples", str(samples),
+                    env=dict(os.environ, PATH=str(bare_path)))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "bwrap" in done.stderr and "apt-get install bubblewrap" in done.stderr and "--sandbox rlimits" in done.stderr
+    assert not (tmp_path / "s.jsonl_results.jsonl").exists()
 
 
 def test_cli_writes_results_and_prints_the_summary_last(tmp_path):
@@ -159,10 +173,12 @@ def test_cli_writes_results_and_prints_the_summary_last(tmp_path):
     ('\n{"task_id": "HumanEval/999", "completion": "x"}\n', "line 2: unknown humaneval task_id"),
     ('{"task_id": "HumanEval/0", "answer": "x"}\n', "line 1: the sample has neither"),
     ("", "has no samples"),
+    (b'{"task_id": "HumanEval/0", "completion": "x"}\n{"task_id": "HumanEval/0", "completion": "\xff"}\n',
+     "line 2: not UTF-8"),
 ])
 def test_cli_bad_input_is_one_line_and_no_results(tmp_path, content, message):
     samples = tmp_path / "samples.jsonl"
-    samples.write_text(content)
+    samples.write_bytes(content if isinstance(content, bytes) else content.encode())
     done = moecoder("evaluate", "--benchmark", "humaneval", "--samples", str(samples))
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and message in done.stderr

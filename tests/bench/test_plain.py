@@ -1,5 +1,7 @@
 """plain: exact round trips of plain data, refusal of everything else, and a decoder that only says ValueError."""
 
+import collections
+import enum
 import math
 import random
 import struct
@@ -152,7 +154,8 @@ class Sneaky(metaclass=LyingMeta):
 
 
 class Str(str):
-    pass
+    def __str__(self):  # a subclass's own methods never decide what crosses
+        return "not what it holds"
 
 
 class Int(int):
@@ -169,9 +172,9 @@ def _matrix():
 
 
 NOT_PLAIN = [
-    Anything(), Str("a"), Int(1), type("F", (float,), {})(1.0), type("L", (list,), {})(), type("D", (dict,), {})(),
-    type("T", (tuple,), {})(), type("B", (bytes,), {})(b""), type("S", (set,), {})(), bytearray(b"x"), memoryview(b"x"),
-    range(3), object(), len, Exception("x"), iter([]), Ref, type("C", (complex,), {})(1j),
+    Anything(), Int(1), type("L", (list,), {"__eq__": lambda s, o: True})(), bytearray(b"x"), memoryview(b"x"),
+    type("D", (dict,), {"__ne__": lambda s, o: False})(), range(3), object(), len, Exception("x"), iter([]), Ref,
+    collections.Counter,
     np.array([1, None], dtype=object), np.datetime64("2020-01-01"), np.array([1], dtype="M8[s]"),
     np.zeros(2, dtype=[("a", "<i4")]), _matrix(), np.ma.masked_array([1]), np.array([b"x"]), np.void(b"x"),
     type("A", (np.ndarray,), {})(3), type("G", (np.float64,), {})(1.0),
@@ -190,6 +193,34 @@ def test_everything_else_is_not_plain_wherever_it_hides(value):
         return
     with pytest.raises(NotPlain):
         encode({key: 1})
+
+
+INHERITED_EQUALITY = [
+    (Str("abc"), "abc"), (type("F", (float,), {})(1.5), 1.5), (type("L", (list,), {})([1, (2,)]), [1, (2,)]),
+    (type("D", (dict,), {"keys": lambda s: ["lie"]})(a=1), {"a": 1}), (type("T", (tuple,), {})((1, 2)), (1, 2)),
+    (type("B", (bytes,), {})(b"x"), b"x"), (type("S", (set,), {})({1}), {1}), (type("C", (complex,), {})(1j), 1j),
+    (collections.namedtuple("P", "x y")(1, 2), (1, 2)), (enum.IntEnum("E", {"A": 3}).A, 3),
+    (collections.defaultdict(int, a=2), {"a": 2}),
+]
+
+
+@pytest.mark.parametrize("value, crosses_as", INHERITED_EQUALITY, ids=lambda v: type(v).__name__)
+def test_a_subclass_with_its_base_equality_crosses_as_its_base(value, crosses_as):
+    for holder, expected in ((value, crosses_as), ([value] * 20, [crosses_as] * 20)):
+        assert same(decode(encode(holder)), expected)
+
+
+@pytest.mark.parametrize("value", [collections.Counter("abca"), collections.OrderedDict(b=1, a=2),
+                                   collections.deque([3, (4,)])], ids=lambda v: type(v).__name__)
+def test_counter_ordereddict_and_deque_cross_as_themselves(value):
+    back = decode(encode([value]))[0]
+    assert type(back) is type(value) and back == value and list(back) == list(value)
+
+
+def test_a_wrapper_around_the_wrong_value_is_refused():
+    forged = encode(collections.Counter(a=1)).replace(b"WC", b"WQ")
+    with pytest.raises(ValueError):
+        decode(forged)
 
 
 def test_not_plain_names_the_type_and_a_metaclass_cannot_choose_the_name():
