@@ -13,15 +13,17 @@ drawn uniformly from --min-tokens..--max-tokens with --seed, and generating exac
 keeps the end-of-sequence ids out). At concurrency c, c clients each send --rounds requests one after another
 (closed loop: a client's next request goes out when its last one is answered), streaming.
 
-Servers, one after another on the same workload (each a separate `moecoder serve` process, --max-batch 16):
+Servers (each a separate `moecoder serve` process, --max-batch 16, all started at once and run in turn at
+each concurrency, so that changes in the machine's load fall on all alike):
   continuous  native: weights, rows join the running batch between decoding steps;
   static      the same engine with joining turned off: a batch runs until its last row has finished;
   hf          hf: on the same directory (transformers' model under the same continuous engine).
 and, in this process, hf-offline: transformers' own generate on the same prompts in batches of c (no server).
 
 Per server and concurrency: generated tokens/s over the run, request latency p50/p95, time to first token
-(TTFT) p50/p95, and the engine's mean rows per decoding step (from /health). Prints a table, the ratios
-static / continuous, and one JSON line with every number.
+(TTFT) p50/p95, and the engine's mean rows per decoding step (from /health); then the engine's decoding
+step time at batch 1, 4, 16 in this process. Prints a table, the ratios static / continuous, and one JSON
+line with every number.
 """
 
 from __future__ import annotations
@@ -202,29 +204,60 @@ def main() -> None:
             model_dir = Path(tmp) / f"random-{args.preset}"
             build_random_model(model_dir, args.preset, texts)
         opts = {"device": args.device, "dtype": args.dtype, "batch_size": MAX_BATCH}
-        native = make_backend(f"native:{model_dir}", **opts)
-        no_eos = {str(token): -100 for token in native.eos_ids}
-        del native
-        for name in servers:
-            spec = f"hf:{model_dir}" if name == "hf" else f"native:{model_dir}"
-            process, url = start_server(spec, args, "--batching", "static" if name == "static" else "continuous")
-            try:
-                asyncio.run(load_test(url, workload(texts, 2, args)[:2], 2, no_eos))  # warm-up
-                for c in concurrencies:
+        no_eos = {str(token): -100 for token in make_backend(f"native:{model_dir}", **opts).eos_ids}
+        # All servers up at once and run in turn at each concurrency, so that a change in the machine's load
+        # during the run falls on all of them alike.
+        started = {name: start_server(f"hf:{model_dir}" if name == "hf" else f"native:{model_dir}", args,
+                                      "--batching", "static" if name == "static" else "continuous")
+                   for name in servers}
+        try:
+            for name, (_, url) in started.items():
+                asyncio.run(load_test(url, workload(texts, 2, args), 2, no_eos))  # warm-up
+            for c in concurrencies:
+                for name, (_, url) in started.items():
                     runs[name][c] = asyncio.run(load_test(url, workload(texts, c * args.rounds, args), c, no_eos))
                     print(f"{name} c={c}: {json.dumps(runs[name][c])}", file=sys.stderr, flush=True)
-            finally:
+        finally:
+            for process, _ in started.values():
                 process.terminate()
                 process.wait(timeout=30)
+        steps = decode_step_ms(model_dir, texts, opts)
         if not args.no_offline:
             hf = make_backend(f"hf:{model_dir}", **opts)
             offline(hf, workload(texts, 2, args)[:2], 2)
             for c in concurrencies:
                 runs["hf-offline"][c] = offline(hf, workload(texts, c * args.rounds, args), c)
-    report(args, concurrencies, runs)
+    report(args, concurrencies, runs, steps)
 
 
-def report(args, concurrencies: list[int], runs: dict) -> None:
+def decode_step_ms(model_dir: Path, texts: list[str], opts: dict, repeats: int = 20) -> dict[int, float]:
+    """Milliseconds of one decoding step of the server's engine at batch 1, 4 and 16 (rows with ~150-token
+    prompts): how much slower a full batch makes every row's next token on this device."""
+    import torch
+
+    from moecoder.generate import make_backend
+    from moecoder.serve.runner import make_runner
+
+    backend = make_backend(f"native:{model_dir}", **opts)
+    runner = make_runner(backend)
+    times = {}
+    with torch.inference_mode():
+        for batch in (1, 4, 16):
+            runner.keep([])
+            part, logits = runner.prefill([backend.prompt_ids(prompt=texts[i]) for i in range(batch)])
+            runner.join(part)
+            tokens = logits[:, -1].argmax(-1)
+            runner.decode(tokens)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                runner.decode(tokens)
+            if backend.device == "cuda":
+                torch.cuda.synchronize()
+            times[batch] = 1000 * (time.perf_counter() - start) / repeats
+    return times
+
+
+def report(args, concurrencies: list[int], runs: dict, steps: dict[int, float]) -> None:
     import torch
 
     print(f"model: {args.model_dir or 'random ' + args.preset}, device {args.device}, threads "
@@ -246,8 +279,10 @@ def report(args, concurrencies: list[int], runs: dict) -> None:
             s, k = runs["static"][c], runs["continuous"][c]
             print(f"| {c} | {s['latency_p95'] / k['latency_p95']:.2f}x | {s['latency_p50'] / k['latency_p50']:.2f}x | "
                   f"{s['ttft_p95'] / k['ttft_p95']:.2f}x | {k['tokens_per_s'] / s['tokens_per_s']:.2f}x |")
+    print("\ndecode step of the engine, ms: " + ", ".join(f"batch {b}: {ms:.1f}" for b, ms in steps.items()) +
+          f" (batch 16 / batch 1: {steps[16] / steps[1]:.2f}x)")
     print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "rounds": args.rounds,
-                      "preset": None if args.model_dir else args.preset, "runs": runs}))
+                      "preset": None if args.model_dir else args.preset, "runs": runs, "decode_step_ms": steps}))
 
 
 if __name__ == "__main__":
