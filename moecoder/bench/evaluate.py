@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from moecoder.bench import infilling
 from moecoder.bench.datasets import Benchmark, load_benchmark
 from moecoder.bench.executor import CPU_FACTOR, CPU_FLOOR_SECONDS, Executor, TaskRunner
 from moecoder.bench.jail import DEFAULT_PACKAGES, JailPolicy, Limits
@@ -57,7 +58,7 @@ def sample_program(benchmark: Benchmark, row, where: str) -> tuple[str, str]:
     if isinstance(row.get("solution"), str):
         return task.task_id, row["solution"]
     if isinstance(row.get("completion"), str):
-        return task.task_id, task.completion_prefix + row["completion"]
+        return task.task_id, task.completion_prefix + row["completion"] + task.completion_suffix
     raise UserError(f"{where}: the sample has neither a 'completion' nor a 'solution' string")
 
 
@@ -138,7 +139,22 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
                                               if getattr(task.tests, "setup_in_program", False)
                                               and task.task_id in {key[0] for key in keys}]
     summary.update(extra)
+    if bench.name == infilling.NAME:
+        _score_exact_match(bench, rows, summary)
     return rows, summary
+
+
+def _score_exact_match(bench: Benchmark, rows: list[dict], summary: dict) -> None:
+    """Infilling: DeepSeek-Coder's exact match beside execution pass@k, on rows that hold a `completion`."""
+    matched = []
+    for row in rows:
+        if isinstance(row.get("completion"), str):
+            row["exact_match"] = infilling.exact_match(row["completion"], bench.task(row["task_id"]).middle)
+            matched.append(row["exact_match"])
+    summary["exact_match"] = {
+        "value": sum(matched) / len(matched) if matched else None, "n": len(matched),
+        "what": "DeepSeek-Coder's score: the completion's first line equals the reference line (whitespace-stripped); "
+                "pass@k is by execution of prompt + completion + suffix"}
 
 
 def _run(runner: TaskRunner, executor: Executor, store: Store, mode: str, todo: dict, details: bool,

@@ -11,6 +11,7 @@ import pytest
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+@pytest.mark.timeout(1500)  # the whole pipeline on 2 cores: minutes, not the suite's 300 s per test
 def test_quickstart_three_minutes(tmp_path):
     out = tmp_path / "qs"
     mbpp = ["--mbpp", str(DATA / "mbpp.jsonl")] if (DATA / "mbpp.jsonl").is_file() else []
