@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import select
 import signal
 import socket
@@ -41,7 +42,10 @@ ZYGOTE_SOURCE = Path(__file__).with_name("plain.py").read_text() + "\n" + Path(_
 STARTUP_SECONDS = 30.0
 GRACE_SECONDS = 2.0  # for the zygote to end a job once told to
 BATCH_INPUTS = 64  # HumanEval+ inputs per message
-ANSWER_CAP = 256 << 20  # bytes of one answer; larger is a failure
+ANSWER_CAP = 64 << 20  # bytes of one answer (HumanEval+'s largest honest output is ~8 MB); larger is a failure
+# Decoding can cost a multiple of an answer's bytes (a list of empty lists: ~20x), so the judge's own
+# heap is capped; an answer that does not fit fails the program, not the judge.
+JUDGE_DATA_BYTES = 3 << 30
 FRAME = struct.Struct("<I")
 CALL, BATCH, SETUP = b"C", b"B", b"S"
 RAN, RESULT, RAISED, NOT_PLAIN = b"K", b"R", b"E", b"N"
@@ -207,7 +211,11 @@ class Conversation:
         kind, payload = self.receive()
         try:
             if kind == RESULT:
-                return plain.decode(payload)
+                try:
+                    return plain.decode(payload)
+                except MemoryError:
+                    payload = None  # free it before anything else runs
+                    raise ProgramRaised("AnswerTooLarge", "the answer does not fit in the judge's memory") from None
             if kind == RAISED:
                 name, message = plain.decode(payload)
                 raise ProgramRaised(str(name), str(message))
@@ -455,6 +463,7 @@ def main() -> None:
     jobs_in, results_out = int(sys.argv[1]), int(sys.argv[2])
     setup = json.loads(sys.argv[3])
     harden_self()
+    resource.setrlimit(resource.RLIMIT_DATA, (JUDGE_DATA_BYTES, JUDGE_DATA_BYTES))
     sys.set_int_max_str_digits(0)
     judge = Judge(JailPolicy(**{k: tuple(v) if k == "packages" else v for k, v in setup["policy"].items()}),
                   Limits(**setup["limits"]), setup["name"], setup["namespaced"])
