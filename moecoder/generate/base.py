@@ -28,6 +28,12 @@ class Backend(ABC):
         """Chat mode: each conversation answered under the model's chat template."""
 
     @abstractmethod
+    def infill(self, pairs: list[tuple[str, str]], params: SamplingParams,
+               on_result: ResultCallback | None = None) -> list[list[str]]:
+        """Fill-in-the-middle: the text between each (prefix, suffix) pair (DeepSeek-Coder's PSM prompt for
+        local models, prompt + suffix for OpenAI servers). Raises UserError for a model without FIM tokens."""
+
+    @abstractmethod
     def describe(self) -> dict:
         """What a run must record to be reproduced: spec, revision or weights hash, chat template."""
 

@@ -77,6 +77,9 @@ class HFBackend(LocalBackend):
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def vocab(self) -> dict[str, int]:
+        return self.tokenizer.get_vocab()
+
     def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step):
         import torch
 

@@ -10,7 +10,7 @@ from typing import Callable
 from moecoder.generate.base import Backend, ResultCallback
 from moecoder.generate.params import SamplingParams
 from moecoder.generate.prompts import truncate_at_stop
-from moecoder.text import EOT, render_chat
+from moecoder.text import EOT, fim_prompt, render_chat
 
 # Called after each decoding step with the ids just sampled, one per batch row ([B] tensor).
 StepCallback = Callable[["object"], None]
@@ -71,6 +71,14 @@ class LocalBackend(Backend):
             return self.encode(self.chat_prompt(messages), add_special_tokens=False)
         return self.encode(prompt, add_special_tokens=True)
 
+    @abstractmethod
+    def vocab(self) -> dict[str, int]:
+        """The tokenizer's token -> id map, added tokens included."""
+
+    def infill_ids(self, prefix: str, suffix: str) -> list[int]:
+        """Ids of DeepSeek-Coder's PSM prompt, encoded as a raw prompt (BOS first), as in FIM training."""
+        return self.encode(fim_prompt(prefix, suffix, self.vocab()), add_special_tokens=True)
+
     def template_description(self) -> str:
         if self.chat_template is None:
             return "deepseek-coder-instruct (built in)"
@@ -85,6 +93,10 @@ class LocalBackend(Backend):
     def chat(self, messages_list: list[list[dict]], params: SamplingParams,
              on_result: ResultCallback | None = None) -> list[list[str]]:
         return self._sample([self.prompt_ids(messages=m) for m in messages_list], params, on_result)
+
+    def infill(self, pairs: list[tuple[str, str]], params: SamplingParams,
+               on_result: ResultCallback | None = None) -> list[list[str]]:
+        return self._sample([self.infill_ids(prefix, suffix) for prefix, suffix in pairs], params, on_result)
 
     def stop_ids(self, stop: tuple[str, ...]) -> list[list[int]]:
         """Id sequences that end generation early for stop strings. The text is cut at the stop string

@@ -68,6 +68,9 @@ class NativeBackend(LocalBackend):
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def vocab(self) -> dict[str, int]:
+        return self.tokenizer.get_vocab(with_added_tokens=True)
+
     def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step):
         import torch
 

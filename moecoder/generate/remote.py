@@ -78,6 +78,12 @@ class OpenAIBackend(Backend):
         bodies = [{"messages": messages} for messages in messages_list]
         return self._run("/chat/completions", bodies, params, on_result)
 
+    def infill(self, pairs: list[tuple[str, str]], params: SamplingParams,
+               on_result: ResultCallback | None = None) -> list[list[str]]:
+        """The OpenAI completions API's own infilling: `prompt` is the prefix, `suffix` the suffix."""
+        bodies = [{"prompt": prefix, "suffix": suffix} for prefix, suffix in pairs]
+        return self._run("/completions", bodies, params, on_result)
+
     def describe(self) -> dict:
         return {"spec": self.spec, "backend": "openai", "base_url": self.base_url, "model": self.model,
                 "revision": self._served.get("system_fingerprint"), "served_model": self._served.get("model"),

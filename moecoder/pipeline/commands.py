@@ -46,7 +46,7 @@ def _backend_options(model: str, batch_size: int | None, concurrency: int | None
 
 def eval_command(
     model: str = typer.Option(..., "--model", help="native:PATH, hf:NAME_OR_PATH or openai:MODEL (with --base-url)."),
-    benchmark: str = typer.Option("humaneval", "--benchmark", help="Comma-separated: humaneval, humaneval+, mbpp."),
+    benchmark: str = typer.Option("humaneval", "--benchmark", help="Comma-separated: humaneval, humaneval+, mbpp, humaneval-fim-single (infilling, any --mode)."),
     mode: str = typer.Option("chat", "--mode", help="chat (instruct models) or completion (base models)."),
     n: int = typer.Option(1, "-n", help="Samples per task."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),

@@ -17,11 +17,11 @@ from pathlib import Path
 from moecoder.errors import UserError
 from moecoder.files import write_json, write_jsonl
 from moecoder.pipeline import manifest as manifests
-from moecoder.pipeline.prompting import MODES, Prompter
+from moecoder.pipeline.prompting import INFILL_MAX_NEW_TOKENS, MODES, Prompter
 from moecoder.pipeline.samples import SampleFile
 from moecoder.report.runs import results_path, samples_path
 
-BENCHMARKS = ("humaneval", "humaneval+", "mbpp")
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "humaneval-fim-single")
 DEFAULT_K = (1, 10, 100)
 
 
@@ -55,11 +55,14 @@ class EvalSettings:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
 
-    def sampling(self, stop: tuple[str, ...]):
+    def sampling(self, prompter: Prompter):
         from moecoder.generate import SamplingParams
 
+        max_new_tokens = self.max_new_tokens
+        if prompter.mode == "infill":
+            max_new_tokens = min(max_new_tokens, INFILL_MAX_NEW_TOKENS)
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, seed=self.seed, stop=stop)
+                              max_new_tokens=max_new_tokens, seed=self.seed, stop=prompter.stop)
 
     def ks(self) -> tuple[int, ...]:
         if self.k is None:
@@ -131,7 +134,7 @@ class EvalRun:
             "model_spec": settings.model,
             "model": previous.get("model", {"spec": settings.model}),
             "mode": settings.mode,
-            "sampling": settings.sampling(Prompter(settings.mode, "humaneval").stop).describe(),
+            "sampling": settings.sampling(Prompter(settings.mode, "humaneval")).describe(),
             "prompt_template": {name: Prompter(settings.mode, name).describe() for name in BENCHMARKS},
             "packages": manifests.package_versions(),
             "machine": manifests.machine(),
@@ -150,7 +153,7 @@ class EvalRun:
     def _generate(self, backend, name: str, pending: list, store: SampleFile) -> None:
         """Generate one benchmark's missing samples, recording each task as soon as it is finished."""
         prompter = Prompter(self.settings.mode, name)
-        params = self.settings.sampling(prompter.stop)
+        params = self.settings.sampling(prompter)
         with _progress(self.console) as progress:
             bar = progress.add_task(f"generating {name}", total=len(pending))
 
@@ -160,10 +163,8 @@ class EvalRun:
                 progress.advance(bar)
 
             inputs = [prompter.model_input(task) for task in pending]
-            if self.settings.mode == "completion":
-                backend.complete(inputs, params, on_result=record)
-            else:
-                backend.chat(inputs, params, on_result=record)
+            generate = {"completion": backend.complete, "chat": backend.chat, "infill": backend.infill}[prompter.mode]
+            generate(inputs, params, on_result=record)
         missing = [task.task_id for task in pending if not store.done(task.task_id)]
         if missing:
             raise UserError(f"the backend returned no samples for {len(missing)} {name} tasks (e.g. {missing[0]})")

@@ -92,15 +92,42 @@ class CoderTokenizer:
         atomic_write(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
 
 
+PRE_TOKENIZERS = ("gpt2", "deepseek-coder")
+
+
+def pre_tokenizer(name: str):
+    r"""The split applied before BPE merges.
+
+    - "gpt2": GPT-2's regex (byte-level BPE's default). Whitespace runs stay whole, so a newline and the next
+      line's indentation can merge into one token ("\n" + "    ").
+    - "deepseek-coder": DeepSeek-Coder's tokenizer.json pre-tokenizer: every newline alone, an optional space
+      plus letters, an optional space plus ASCII/CJK punctuation, trailing whitespace, CJK runs, single digits.
+      (DeepSeek-Coder spells the letter class as explicit Latin/Greek/Cyrillic/... ranges; \p{L} here, the same on
+      code.) A newline is never merged with indentation.
+    """
+    from tokenizers import Regex, pre_tokenizers
+
+    if name == "gpt2":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if name != "deepseek-coder":
+        raise UserError(f"pre_tokenizer={name!r}: expected one of {', '.join(PRE_TOKENIZERS)}")
+    split = [r"[\r\n]", r"\s?\p{L}+", r"\s?[!-/:-~！-／：-～‘-‟　-。]+", r"\s+$", r"[一-龥ࠀ-一가-퟿]+"]
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in split]
+        + [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str | os.PathLike | None = None,
-                    min_frequency: int = 2) -> CoderTokenizer:
-    """Train a byte-level BPE on `texts` with DeepSeek-Coder's special tokens; save to `out_dir` if given."""
+                    min_frequency: int = 2, pre_tokenizer_name: str = "gpt2") -> CoderTokenizer:
+    """Train a byte-level BPE on `texts` with DeepSeek-Coder's special tokens; save to `out_dir` if given.
+
+    `pre_tokenizer_name`: "gpt2" or "deepseek-coder" (see `pre_tokenizer`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise UserError(f"vocab_size {vocab_size} is too small for a byte-level BPE (needs >= 263)")
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizer(pre_tokenizer_name)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(SPECIAL_TOKENS),

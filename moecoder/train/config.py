@@ -43,6 +43,7 @@ class TrainConfig:
     data_dir: str | None = None  # prepared data (corpus, tokenizer, shards); None = <out_dir>/data
     tokenizer: str | None = None  # an existing tokenizer.json or model directory; None = train a BPE
     vocab_size: int = 4096
+    pre_tokenizer: str = "gpt2"  # split before BPE merges: "gpt2" or "deepseek-coder" (moecoder.text.pre_tokenizer)
     max_files: int | None = None
     decontaminate: bool = True
     mbpp_path: str | None = None  # local mbpp.jsonl for decontamination; None = moecoder.bench's copy
@@ -81,6 +82,8 @@ class TrainConfig:
             raise UserError(f"balance={self.balance!r}: expected bias, aux or none")
         if self.clock not in ("wall", "cpu"):
             raise UserError(f"clock={self.clock!r}: expected wall or cpu")
+        if self.pre_tokenizer not in ("gpt2", "deepseek-coder"):
+            raise UserError(f"pre_tokenizer={self.pre_tokenizer!r}: expected gpt2 or deepseek-coder")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise UserError(f"dtype={self.dtype!r}: expected auto, bf16 or fp32")
         if self.steps == 0:

@@ -16,7 +16,7 @@ from moecoder.train.corpus import build_corpus
 from moecoder.train.fim import FimEncoder
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
-DATA_FIELDS = ("source", "tokenizer", "vocab_size", "max_files", "decontaminate", "mbpp_path",
+DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "decontaminate", "mbpp_path",
                "heldout_fraction", "fim_rate", "fim_spm_rate", "seed")
 
 
@@ -54,7 +54,8 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
         tokenizer = load_tokenizer(cfg.tokenizer)
         tokenizer.save(root / "tokenizer")
     else:
-        tokenizer = train_tokenizer((doc.text for doc in corpus.train), cfg.vocab_size, root / "tokenizer")
+        tokenizer = train_tokenizer((doc.text for doc in corpus.train), cfg.vocab_size, root / "tokenizer",
+                                    pre_tokenizer_name=cfg.pre_tokenizer)
     log(f"tokenizer: {tokenizer.vocab_size} tokens")
     fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed)
     train = write_shards((fim.encode(doc.text) for doc in corpus.train), root / "train", tokenizer.vocab_size)

@@ -85,3 +85,14 @@ def test_bad_specs_and_directories_are_user_errors(tmp_path):
         make_backend("native:/x", base_url="http://127.0.0.1:1/v1")
     with pytest.raises(UserError, match="no config.json"):
         make_backend(f"native:{tmp_path}")
+
+
+def test_infilling_builds_deepseek_coders_psm_prompt(native):
+    from moecoder.text import FIM_BEGIN, FIM_END, FIM_HOLE
+
+    ids = native.infill_ids("def add(a, b):\n", "\n\nprint(add(1, 2))\n")
+    vocab = native.vocab()
+    assert ids[:2] == [vocab[native.bos_token], vocab[FIM_BEGIN]] and ids[-1] == vocab[FIM_END]
+    assert ids.count(vocab[FIM_HOLE]) == 1
+    middles = native.infill([("def add(a, b):\n", "\n"), ("x = ", "\n")], SamplingParams(max_new_tokens=6, stop=("\n",)))
+    assert [len(m) for m in middles] == [1, 1] and all("\n" not in m[0] for m in middles)

@@ -92,3 +92,12 @@ def test_retry_after_forms():
     assert retry_after_seconds(httpx.Headers({"retry-after-ms": "250"})) == 0.25
     assert retry_after_seconds(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
     assert retry_after_seconds(httpx.Headers({})) is None
+
+
+def test_infilling_sends_prefix_as_prompt_and_the_suffix_to_the_completions_api():
+    server = InstructServer()
+    with serve_in_thread(server.app) as url:
+        middles = backend(url).infill([("def f(x):\n", "\nprint(f(1))\n")], SamplingParams(stop=("\n",)))
+    _, path, body = server.requests[0]
+    assert path == "completions" and body["prompt"] == "def f(x):\n" and body["suffix"] == "\nprint(f(1))\n"
+    assert middles == [["    return x + 0"]]  # cut at the first newline

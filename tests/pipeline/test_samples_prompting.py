@@ -44,11 +44,11 @@ def test_chat_row_is_a_whole_program_with_the_prompt_preamble():
 
 def test_completion_rows():
     humaneval = Prompter("completion", "humaneval")
-    assert humaneval.model_input(TASK) == PROMPT and "\ndef" in humaneval.stop
-    assert humaneval.row(TASK, 1, "    return a + b\n") == {"task_id": "HumanEval/0", "sample": 1,
-                                                          "completion": "    return a + b\n", "raw": "    return a + b\n"}
+    assert humaneval.model_input(TASK) == PROMPT.rstrip() and "\ndef" in humaneval.stop
+    assert humaneval.row(TASK, 1, "\n    return a + b\n") == {"task_id": "HumanEval/0", "sample": 1,
+                                                            "completion": "    return a + b\n", "raw": "\n    return a + b\n"}
     mbpp_task = SimpleNamespace(task_id="11", prompt="Add two numbers.\nassert add(1, 2) == 3", entry_point="add")
-    row = Prompter("completion", "mbpp").row(mbpp_task, 0, "def add(a, b):\n    return a + b\n")
+    row = Prompter("completion", "mbpp").row(mbpp_task, 0, "\ndef add(a, b):\n    return a + b\n")
     namespace = {}
     exec(row["solution"], namespace)
     assert namespace["add"](1, 2) == 3
