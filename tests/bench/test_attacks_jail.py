@@ -83,9 +83,16 @@ def test_programs_hold_no_capability_no_root_and_run_under_seccomp(jail, weak):
 
 REMOUNT_AND_WRITE = """
 import ctypes, os
+def remount(path):
+    # MS_REMOUNT | MS_BIND, read-write, keeping nosuid/nodev/noexec/atime flags (locked in a user namespace)
+    try:
+        flags = os.statvfs(path).f_flag
+    except OSError:
+        return False
+    kept, relatime = flags & (2 | 4 | 8 | 1024 | 2048), (1 << 21) if flags & 4096 else 0
+    return ctypes.CDLL(None, use_errno=True).mount(None, path.encode(), None, 32 | 4096 | kept | relatime, None) == 0
 def f(victim):
-    libc = ctypes.CDLL(None, use_errno=True)
-    remounted = libc.mount(None, b"/", None, 32 | 4096, None) == 0  # MS_REMOUNT | MS_BIND: read-write again
+    remounted = remount("/") | remount(os.path.dirname(victim))
     try:
         with open(victim, "w") as handle:
             handle.write("owned")
@@ -101,14 +108,17 @@ def test_remounting_root_to_write_a_host_file(jail, weak, host_dir):
     victim.chmod(0o644)
     assert observe(jail, REMOUNT_AND_WRITE, args=(str(victim),))[0] is False
     assert victim.read_text() == "keep me"
+    if not ROOT:
+        pytest.skip("defence held; no control as nobody: bubblewrap locks an unprivileged jail's mounts even with "
+                    "capabilities, so the weakened jail cannot remount either (the root run has the control)")
     assert observe(weak, REMOUNT_AND_WRITE, args=(str(victim),)) == [True, "wrote"]  # control
     assert victim.read_text() == "owned"
 
 
-FORGE_STORE = """
-import ctypes, sqlite3
+FORGE_STORE = REMOUNT_AND_WRITE.split("def f(")[0] + """
+import os, sqlite3
 def f(database):
-    ctypes.CDLL(None).mount(None, b"/", None, 32 | 4096, None)
+    remount("/") | remount(os.path.dirname(database))
     try:
         with sqlite3.connect(database, timeout=1) as db:
             db.execute("UPDATE verdicts SET outcome = 'passed'")
@@ -124,6 +134,11 @@ def test_forging_the_verdict_store(jail, weak, host_dir):
     store.add_verdicts("judge-2", [("HumanEval/0", "f" * 64, {"outcome": "failed", "reason": "AssertionError"})])
     outcome = lambda: store.verdicts("judge-2")[("HumanEval/0", "f" * 64)]["outcome"]  # noqa: E731
     assert observe(jail, FORGE_STORE, args=(str(database),)) != "forged" and outcome() == "failed"
+    if not ROOT:
+        store.close()
+    if not ROOT:
+        pytest.skip("defence held; no control as nobody: bubblewrap locks an unprivileged jail's mounts even with "
+                    "capabilities, so the weakened jail cannot remount either (the root run has the control)")
     assert observe(weak, FORGE_STORE, args=(str(database),)) == "forged" and outcome() == "passed"  # control
     store.close()
 
@@ -158,6 +173,8 @@ def f(write):
 """
 
 
+@pytest.mark.xfail(not ROOT, strict=True, reason="HOLE (report_attacks.md #4): as an unprivileged harness, the "
+                   "jail's stderr file on the host is writable through /proc/1/fd/2 (bubblewrap's init is dumpable)")
 def test_writing_into_the_zygotes_descriptors(jail, host_dir):
     # bubblewrap's init runs as the jail's uid and is dumpable: its /dev/null is all a program reaches.
     assert set(observe(jail, WRITE_EVERY_DESCRIPTOR, args=(True,))) <= {"/dev/null"}
@@ -198,7 +215,8 @@ def test_reading_or_tracing_the_zygote(jail):
     assert observe(jail, PTRACE_THE_ZYGOTE) == {"mem": False, "process_vm_readv": False, "ptrace": False}
     with weak_executor() as weak:  # its own: a traced zygote is not worth keeping
         found = observe(weak, PTRACE_THE_ZYGOTE)
-    assert found == {"mem": True, "process_vm_readv": True, "ptrace": True}, found
+    # Control: capabilities (and no seccomp) let it attach; as root, read the zygote's memory too.
+    assert found["ptrace"] and (found["mem"] and found["process_vm_readv"] or not ROOT), found
 
 
 # ------------------------------------------------------------------ class 3: data it must not see
@@ -485,6 +503,7 @@ import ctypes, os
 def f(mebibytes):
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
+    libc.prctl(4, 1, 0, 0, 0)  # dumpable again (the zygote is not): its own /proc files become its own
     if libc.unshare(0x10000000 | 0x00020000) != 0:  # CLONE_NEWUSER | CLONE_NEWNS
         return 0
     for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
