@@ -40,6 +40,7 @@ class EvalSettings:
     seed: int = 0
     base_url: str | None = None
     limit: int | None = None  # first N tasks of each benchmark
+    task_ids: list[str] | None = None  # only these tasks (a subset chosen by the caller), in dataset order
     datasets: dict[str, str] = field(default_factory=dict)  # benchmark -> local dataset file
     k: tuple[int, ...] | None = None  # None: DEFAULT_K where n allows
     workers: int | None = None
@@ -122,7 +123,11 @@ class EvalRun:
             backend.close()
 
     def _tasks(self, benchmark) -> list:
-        return benchmark.tasks[: self.settings.limit] if self.settings.limit else list(benchmark.tasks)
+        tasks = list(benchmark.tasks)
+        if self.settings.task_ids is not None:
+            chosen = set(self.settings.task_ids)
+            tasks = [task for task in tasks if task.task_id in chosen]
+        return tasks[: self.settings.limit] if self.settings.limit else tasks
 
     def _start_manifest(self, benchmarks: dict) -> dict:
         settings = self.settings
@@ -143,7 +148,8 @@ class EvalRun:
         datasets = dict(previous.get("datasets", {}))
         for name, benchmark in benchmarks.items():
             datasets[name] = {"sha256": benchmark.sha256, "path": settings.datasets.get(name),
-                              "tasks": len(benchmark.tasks), "limit": settings.limit}
+                              "tasks": len(benchmark.tasks), "limit": settings.limit,
+                              "subset": len(settings.task_ids) if settings.task_ids is not None else None}
         manifest["datasets"] = datasets
         manifest.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                 "benchmarks": settings.benchmarks})
