@@ -22,8 +22,9 @@ and, in this process, hf-offline: transformers' own generate on the same prompts
 
 Per server and concurrency: generated tokens/s over the run, request latency p50/p95, time to first token
 (TTFT) p50/p95, and the engine's mean rows per decoding step (from /health); then the engine's decoding
-step time at batch 1, 4, 16 in this process. Prints a table, the ratios static / continuous, and one JSON
-line with every number.
+step time at batch 1, 4, 16 in this process, and latency at c=16 counted in the engine's forward passes
+(device-independent: what the batching policy decides). Prints a table, the ratios static / continuous, and
+one JSON line with every number.
 """
 
 from __future__ import annotations
@@ -222,12 +223,14 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=30)
         steps = decode_step_ms(model_dir, texts, opts)
+        passes = {mode: passes_per_request(model_dir, workload(texts, 16 * args.rounds, args), 16, mode, opts)
+                  for mode in ("continuous", "static")}
         if not args.no_offline:
             hf = make_backend(f"hf:{model_dir}", **opts)
             offline(hf, workload(texts, 2, args)[:2], 2)
             for c in concurrencies:
                 runs["hf-offline"][c] = offline(hf, workload(texts, c * args.rounds, args), c)
-    report(args, concurrencies, runs, steps)
+    report(args, concurrencies, runs, steps, passes)
 
 
 def decode_step_ms(model_dir: Path, texts: list[str], opts: dict, repeats: int = 20) -> dict[int, float]:
@@ -257,7 +260,51 @@ def decode_step_ms(model_dir: Path, texts: list[str], opts: dict, repeats: int =
     return times
 
 
-def report(args, concurrencies: list[int], runs: dict, steps: dict[int, float]) -> None:
+def passes_per_request(model_dir: Path, requests: list[tuple[str, int]], concurrency: int, mode: str,
+                       opts: dict) -> dict:
+    """Latency counted in the engine's forward passes (decoding steps and prefills) instead of seconds: the
+    same closed-loop workload on the engine in this process. This is what batching decides, whatever a pass
+    costs; on a device where a pass costs the same at batch 1 and 16 (a GPU decoding a small batch),
+    latency in seconds follows it."""
+    import torch
+
+    from moecoder.generate import make_backend
+    from moecoder.serve.engine import Engine, Row, Ticket
+    from moecoder.serve.runner import make_runner
+
+    backend = make_backend(f"native:{model_dir}", **opts)
+    no_eos = {token: -100.0 for token in backend.eos_ids}
+    engine = Engine(make_runner(backend), backend.decode, backend.eos_ids, max_batch=MAX_BATCH,
+                    joining=mode == "continuous", window_ms=20)
+    latencies = []
+
+    async def client(queue):
+        while queue:
+            prompt, max_tokens = queue.pop()
+            ticket = Ticket(asyncio.get_running_loop(), asyncio.Queue())
+            begin = engine.steps + engine.prefills
+            engine.submit([Row(ticket, 0, backend.prompt_ids(prompt=prompt), max_tokens, logit_bias=no_eos)])
+            while not (await ticket.queue.get()).finish_reason:
+                pass
+            latencies.append(engine.steps + engine.prefills - begin)
+
+    async def run():
+        queue = list(reversed(requests))
+        await asyncio.gather(*(client(queue) for _ in range(concurrency)))
+
+    engine.start()
+    try:
+        with torch.inference_mode():
+            asyncio.run(run())
+    finally:
+        engine.stop()
+    # No scheduler does better than a request's own passes: one prefill and max_tokens - 1 decoding steps.
+    floor = percentile([max_tokens for _, max_tokens in requests], 95)
+    return {"p50": statistics.median(latencies), "p95": percentile(latencies, 95), "p95_floor": floor,
+            "passes": engine.steps + engine.prefills}
+
+
+def report(args, concurrencies: list[int], runs: dict, steps: dict[int, float], passes: dict) -> None:
     import torch
 
     print(f"model: {args.model_dir or 'random ' + args.preset}, device {args.device}, threads "
@@ -281,8 +328,13 @@ def report(args, concurrencies: list[int], runs: dict, steps: dict[int, float]) 
                   f"{s['ttft_p95'] / k['ttft_p95']:.2f}x | {k['tokens_per_s'] / s['tokens_per_s']:.2f}x |")
     print("\ndecode step of the engine, ms: " + ", ".join(f"batch {b}: {ms:.1f}" for b, ms in steps.items()) +
           f" (batch 16 / batch 1: {steps[16] / steps[1]:.2f}x)")
+    k, s = passes["continuous"], passes["static"]
+    print(f"latency in forward passes at c=16 (p50 / p95): continuous {k['p50']:.0f} / {k['p95']:.0f}, static "
+          f"{s['p50']:.0f} / {s['p95']:.0f} (static / continuous p95: {s['p95'] / k['p95']:.2f}x); p95 of the requests' "
+          f"own passes (the floor): {k['p95_floor']:.0f}; passes in all: continuous {k['passes']}, static {s['passes']}")
     print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "rounds": args.rounds,
-                      "preset": None if args.model_dir else args.preset, "runs": runs, "decode_step_ms": steps}))
+                      "preset": None if args.model_dir else args.preset, "runs": runs, "decode_step_ms": steps,
+                      "passes_c16": passes}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ responsive, whether a disconnected client's rows stop, and how much memory the s
 Starts `moecoder serve` with its default limits (a separate process, loopback only) on the model of
 bench_serve.py, then, each phase bounded in count:
   idle       /health latency with nothing else running;
-  load       /health latency while 16 streaming clients generate (the background load of every later phase);
+  load       /health and /v1/models latency while 16 streaming clients generate (the background load of
+             every later phase);
   refusals   latency of each kind of bad request under that load: invalid JSON, a 22 MB body (the kind that
              froze the server for 27 s before its limits), a prompt over --max-prompt-chars, a seed of 2**64,
              n over --max-n, an image content part; /health latency measured while they fly;
@@ -40,20 +41,21 @@ def summary(latencies: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 95), "max_ms": max(ms)}
 
 
-async def health_latencies(http: httpx.AsyncClient, stop: asyncio.Event, every: float = 0.02) -> list[float]:
+async def health_latencies(http: httpx.AsyncClient, stop: asyncio.Event, every: float = 0.02,
+                           path: str = "/health") -> list[float]:
     latencies = []
     while not stop.is_set():
         start = time.perf_counter()
-        (await http.get("/health")).raise_for_status()
+        (await http.get(path)).raise_for_status()
         latencies.append(time.perf_counter() - start)
         await asyncio.sleep(every)
     return latencies
 
 
-async def during(http: httpx.AsyncClient, work) -> tuple[list[float], object]:
-    """Run `work` while polling /health; return /health's latencies and work's result."""
+async def during(http: httpx.AsyncClient, work, path: str = "/health") -> tuple[list[float], object]:
+    """Run `work` while polling `path`; return its latencies and work's result."""
     stop = asyncio.Event()
-    poller = asyncio.create_task(health_latencies(http, stop))
+    poller = asyncio.create_task(health_latencies(http, stop, path=path))
     try:
         result = await work
     finally:
@@ -137,6 +139,7 @@ async def run(url: str, prompts: list[str], limits, repeats: int, no_eos: dict) 
         stop = asyncio.Event()
         load = [asyncio.create_task(generate_forever(http, prompts[i], stop, no_eos)) for i in range(16)]
         results["load"] = summary((await during(http, asyncio.sleep(3)))[0])
+        results["models_load"] = summary((await during(http, asyncio.sleep(2), "/v1/models"))[0])
         refusals = {}
         health_during = []
         for name, request in bad_requests(limits).items():
@@ -196,6 +199,7 @@ def report(results: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     print(row("/health, idle", results["idle"]))
     print(row("/health, 16 clients generating", results["load"]))
+    print(row("/v1/models, 16 clients generating", results["models_load"]))
     for name, s in results["refusals"].items():
         print(row(f"refusal: {name} (under load)", s, ", ".join(s["answers"])))
     print(row("/health while the refusals fly", results["health_during_refusals"]))

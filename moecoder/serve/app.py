@@ -4,6 +4,8 @@ Every request is parsed, checked and tokenised in a worker thread (never on the 
 stays responsive), within limits that bound its work: body size, prompts per request, characters per
 prompt (checked before tokenising), n, rows (prompts x n), rows waiting for the engine (beyond: 429 with
 Retry-After). A request whose client disconnects has its rows cancelled before the engine's next step.
+A non-streamed answer carries the header `x-moecoder-peak-batch`: the most rows decoded together while the
+request ran (so a client can see that it shared the batch).
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class Engine:
         self.waiting: deque[Row] = deque()
         self.active: list[Row] = []
         self.stopping = False
-        self.steps = self.admitted = self.tokens = self.peak_batch = 0  # shown by /health
+        self.steps = self.prefills = self.admitted = self.tokens = self.peak_batch = 0  # shown by /health
         self.thread = threading.Thread(target=self._run, name="moecoder-engine", daemon=True)
 
     # --- the event loop's side ------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Engine:
 
     def status(self) -> dict:
         return {"running": len(self.active), "waiting": len(self.waiting), "steps": self.steps,
-                "admitted": self.admitted, "tokens": self.tokens, "peak_batch": self.peak_batch,
+                "prefills": self.prefills, "admitted": self.admitted, "tokens": self.tokens, "peak_batch": self.peak_batch,
                 "batching": "continuous" if self.joining else "static"}
 
     # --- the engine thread ----------------------------------------------------------------------------
@@ -272,6 +272,7 @@ class Engine:
     def _prefill(self, keys: list[tuple], groups: dict[tuple, list[Row]]) -> None:
         """Prefill distinct prompts in one pass; if that fails, each alone, so only a failing prompt fails."""
         try:
+            self.prefills += 1
             part, logits = self.runner.prefill([list(key[0]) for key in keys], all_positions=keys[0][1])
         except Exception as exc:  # noqa: BLE001 — any failure is reported to the requests it concerns
             if len(keys) > 1:
