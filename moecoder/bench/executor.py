@@ -128,11 +128,15 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
-        try:
-            self.process.wait(timeout=5)  # the judge ends its jail when its input closes
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # The judge closes its jail and the jail's cgroups when its input ends; mid-job, when told to stop.
+        for stop, seconds in ((None, 2), (self.process.terminate, 10), (self.process.kill, None)):
+            if stop:
+                stop()
+            try:
+                self.process.wait(timeout=seconds)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self._stderr.close()
 
 

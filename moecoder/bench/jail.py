@@ -330,7 +330,9 @@ class Jail:
             self._tempdir = tempfile.mkdtemp(prefix="moecoder-rlimits-")
             if root_harness():
                 os.chown(self._tempdir, NOBODY, NOBODY)
-            argv = [*(_drop_privileges() if root_harness() else []), *command("rlimits", self._tempdir)]
+            # Not root: no uid to drop to, but no new privileges either (setuid programs give none).
+            drop = _drop_privileges() if root_harness() else [SETPRIV, "--no-new-privs"]
+            argv = [*drop, *command("rlimits", self._tempdir)]
             self._start(argv, pass_fds, cwd=self._tempdir)
             return
         filter_fd = None
@@ -346,12 +348,17 @@ class Jail:
                 os.close(filter_fd)
 
     def _start(self, argv: list[str], pass_fds: tuple[int, ...], cwd: str) -> None:
-        self._stderr = tempfile.TemporaryFile()
+        # stderr is a pipe read only until the jail is ready (`seal_stderr`): afterwards a program that
+        # reaches it (bubblewrap's init holds it) writes into a closed pipe, not into a file of the host.
+        stderr_r, stderr_w = os.pipe()
+        self._stderr, self._stderr_text = stderr_r, b""
         # A scrubbed environment: nothing of the harness's (API keys...) reaches the program.
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": cwd}
         self.process = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=stderr_w, start_new_session=True,
                                         cwd=cwd, env=env, preexec_fn=self._join_cgroup)
+        os.close(stderr_w)
+        os.set_blocking(stderr_r, False)
 
     def _join_cgroup(self) -> None:
         """In the jail's first process, before it executes, so that every descendant is counted."""
@@ -389,9 +396,20 @@ class Jail:
         return uids
 
     def stderr_tail(self) -> str:
-        self._stderr.seek(0, os.SEEK_END)
-        self._stderr.seek(max(0, self._stderr.tell() - 2000))
-        return self._stderr.read().decode("utf-8", "replace").strip()
+        """What the jail wrote to stderr before it was sealed (why it failed to start)."""
+        if self._stderr is not None:
+            try:
+                while chunk := os.read(self._stderr, 1 << 16):
+                    self._stderr_text = (self._stderr_text + chunk)[-2000:]
+            except BlockingIOError:
+                pass
+        return self._stderr_text.decode("utf-8", "replace").strip()
+
+    def seal_stderr(self) -> None:
+        """Stop listening to the jail's stderr once it runs programs (see _start)."""
+        if self._stderr is not None:
+            os.close(self._stderr)
+            self._stderr = None
 
     def close(self) -> None:
         try:
@@ -401,7 +419,7 @@ class Jail:
         if self.cgroup is not None:
             self.cgroup.kill_all()
         self.process.wait()
-        self._stderr.close()
+        self.seal_stderr()
         if self.cgroup is not None:
             self.cgroup.remove()
         if self._tempdir:

@@ -92,6 +92,7 @@ class Sandbox:
         self.control = ours
         self._buffer = bytearray()
         ready = self.receive(time.monotonic() + STARTUP_SECONDS)
+        self.jail.seal_stderr()
         if not ready.get("ready"):
             self.close()
             raise SandboxLost("the jail's /tmp could not be prepared")
@@ -463,17 +464,26 @@ def main() -> None:
     jobs_in, results_out = int(sys.argv[1]), int(sys.argv[2])
     setup = json.loads(sys.argv[3])
     harden_self()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the executor's stop: close the jail on the way out
     resource.setrlimit(resource.RLIMIT_DATA, (JUDGE_DATA_BYTES, JUDGE_DATA_BYTES))
     sys.set_int_max_str_digits(0)
     judge = Judge(JailPolicy(**{k: tuple(v) if k == "packages" else v for k, v in setup["policy"].items()}),
                   Limits(**setup["limits"]), setup["name"], setup["namespaced"])
-    suites: dict[str, dict] = {}
     try:
         judge.ensure_sandbox()
         ready = {"ready": True, "isolation": judge.sandbox.jail.isolation}
     except SandboxLost as exc:
         ready = {"ready": False, "error": str(exc)}
     os.write(results_out, json.dumps(ready).encode() + b"\n")
+    try:
+        _serve(judge, jobs_in, results_out)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop must not cut the cleanup short
+        judge.close()  # its jail and the jail's cgroups go with it
+
+
+def _serve(judge: Judge, jobs_in: int, results_out: int) -> None:
+    suites: dict[str, dict] = {}
     while (message := _read_message(jobs_in)) is not None:
         if "suite" in message:
             if message["suite"]["kind"] == "io":  # expected outputs can be large: keep one IO suite

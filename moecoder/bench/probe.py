@@ -40,6 +40,7 @@ def probe(paths, socket_paths, abstract):
     return {
         "uid": os.getuid(),
         "capabilities": {line.split(":")[0]: line.split()[1] for line in status if line.startswith("Cap")},
+        "no_new_privs": any(line.split() == ["NoNewPrivs:", "1"] for line in status),
         "unshare": libc.unshare(0x10000000) == 0,  # CLONE_NEWUSER
         "mount": libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0,
         "sysv_ipc": libc.shmget(0, 4096, 0o1000 | 0o600) >= 0,  # IPC_PRIVATE, IPC_CREAT
@@ -74,7 +75,9 @@ def sentinels(extra: tuple[str, ...] = ()) -> list[str]:
 def problems(found: dict, host_uids: set[int], rlimits: bool) -> list[str]:
     """What is wrong with a jail, from the probe's findings; empty when it holds."""
     wrong = []
-    held = {name: mask for name, mask in found["capabilities"].items() if int(mask, 16)}
+    # A bounding set only matters where a setuid program could grant from it: not under no_new_privs.
+    held = {name: mask for name, mask in found["capabilities"].items()
+            if int(mask, 16) and not (name == "CapBnd" and found["no_new_privs"])}
     if held:
         wrong.append(f"a program holds capabilities ({', '.join(f'{k} {v}' for k, v in sorted(held.items()))})")
     if root_harness() and 0 in host_uids:
