@@ -12,12 +12,9 @@ root and `test_a_core_of_this_suite_holds_as_nobody` reruns the rest as `nobody`
 CPU slack: a timed-out sample's whole tree may use at most CPU_SLACK seconds over its limit.
 """
 
-import ctypes
-import json
 import os
 import resource
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,7 +31,7 @@ from moecoder.bench.store import Store
 from moecoder.errors import UserError
 
 from attack_helpers import (LIMITS, REPO, RIGHT, ROOT, WEAKEST, WRONG, code_suite, executor_for, host_dir,  # noqa: F401
-                            in_process_verdict, needs_bwrap, nobody_command, observe, run, weak_executor)
+                            needs_bwrap, nobody_command, observe, run, weak_executor)
 from bench_data import HUMANEVAL_PLUS, MBPP
 
 pytestmark = needs_bwrap
@@ -481,7 +478,6 @@ def test_no_jail_cgroup_outlives_its_executor():
 
 
 SHM = """
-import ctypes
 def f(create):
     libc = ctypes.CDLL(None, use_errno=True)
     if create:

@@ -20,7 +20,7 @@ from moecoder.bench.jail import Limits
 
 from attack_helpers import (ATTACKS, IO_SUITE, LIMITS, RIGHT, WRONG, attack_program, code_suite, executor_for,
                             in_process_verdict, io_tests_in_process, needs_bwrap, run)
-from bench_data import HUMANEVAL_PLUS, MBPP, DATA, read_jsonl, shared_file, write_jsonl
+from bench_data import DATA, MBPP, shared_file
 
 pytestmark = needs_bwrap
 HUMANEVAL_PLUS_MINI = DATA / "HumanEvalPlus-Mini-v0.1.10.jsonl.gz"
