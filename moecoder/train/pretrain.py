@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from moecoder.errors import UserError
 from moecoder.files import write_json
@@ -54,7 +54,7 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
         tokenizer = load_tokenizer(cfg.tokenizer)
         tokenizer.save(root / "tokenizer")
     else:
-        tokenizer = train_tokenizer((doc.text for doc in corpus.train), cfg.vocab_size, root / "tokenizer",
+        tokenizer = train_tokenizer(tokenizer_texts(corpus.train), cfg.vocab_size, root / "tokenizer",
                                     pre_tokenizer_name=cfg.pre_tokenizer)
     log(f"tokenizer: {tokenizer.vocab_size} tokens")
     fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed)
@@ -65,6 +65,19 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     report = corpus.report.to_dict() | {"train_tokens": train["tokens"], "heldout_tokens": heldout["tokens"]}
     write_json(stamp, {"settings": settings, "report": report})
     return PreparedData(root, tokenizer, report)
+
+
+def tokenizer_texts(documents: list) -> Iterator[str]:
+    """What the BPE is trained on: the training files, and the built-in instruction set derived from them
+    rendered in the chat template. Like DeepSeek-Coder's tokenizer, which saw Markdown, ours then has the
+    instruction format's tokens: "```python" in one or two tokens rather than "``" + "`" + "python", where
+    "``" is what the standard library's reStructuredText docstrings taught the model to repeat."""
+    from moecoder.text import render_chat
+    from moecoder.train.sft import as_messages, corpus_instructions
+
+    yield from (doc.text for doc in documents)
+    for example in corpus_instructions(documents):
+        yield render_chat(as_messages(example), bos_token="")
 
 
 def plan_layout(cfg: TrainConfig, runtime):

@@ -74,6 +74,18 @@ def encode_chat(tokenizer: CoderTokenizer, messages: list[dict]) -> tuple[list[i
     return ids, mask
 
 
+def whole_examples(tokenizer: CoderTokenizer, conversations: list[list[dict]], seq_len: int,
+                   log: Callable[[str], None] | None) -> list[tuple[list[int], list[bool]]]:
+    """The encoded conversations that fit in one sequence. A response cut by the sequence end would teach the
+    model replies that never close their code block nor end their turn, so longer ones are left out."""
+    encoded = [encode_chat(tokenizer, messages) for messages in conversations]
+    fitting = [example for example in encoded if len(example[0]) <= seq_len + 1]
+    if log is not None and len(fitting) < len(encoded):
+        log(f"{len(encoded) - len(fitting)} of {len(encoded)} SFT examples are longer than seq_len={seq_len} "
+            "tokens and are left out")
+    return fitting
+
+
 def function_examples(document: Document, max_lines: int = 60) -> list[dict]:
     """Public module-level functions with a docstring: signature+docstring -> instruction, function -> output."""
     try:
@@ -167,10 +179,11 @@ def sft(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, out
         raise UserError("no SFT training examples")
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer, layout, runtime.device).to(runtime.device)
-    train_rows = PackedExamples([encode_chat(tokenizer, m) for m in train], cfg.seq_len, tokenizer.pad_id)
-    heldout_rows = PackedExamples([encode_chat(tokenizer, m) for m in heldout], cfg.seq_len, tokenizer.pad_id)
+    train_rows = PackedExamples(whole_examples(tokenizer, train, cfg.seq_len, log if runtime.is_main else None),
+                                cfg.seq_len, tokenizer.pad_id)
+    heldout_rows = PackedExamples(whole_examples(tokenizer, heldout, cfg.seq_len, None), cfg.seq_len, tokenizer.pad_id)
     if not len(train_rows):
-        raise UserError(f"no SFT example keeps a response token within seq_len={cfg.seq_len}: raise seq_len")
+        raise UserError(f"no SFT example fits in seq_len={cfg.seq_len} tokens: raise seq_len")
     stream = BatchStream(train_rows, cfg.batch_size, cfg.seed, runtime.rank, runtime.world_size)
     trainer = Trainer(model, stream, cfg, out, runtime, tokenizer=tokenizer, heldout=heldout_rows, layout=layout)
     if resume:

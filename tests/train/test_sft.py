@@ -80,3 +80,31 @@ def test_read_sft_jsonl_formats_and_errors(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(UserError, match="not valid JSON"):
         read_sft_jsonl(path)
+
+
+def test_rendering_token_by_token_is_the_prompt_tokenized_whole(tokenizer):
+    """Each SFT piece is encoded on its own (for the loss mask); the ids must be the ones the whole rendered
+    conversation gets, which is how an inference prompt is tokenized."""
+    messages = [{"role": "user", "content": function_examples(Document("m.py", MODULE))[0]["instruction"]},
+                {"role": "assistant", "content": function_examples(Document("m.py", MODULE))[0]["output"]}]
+    ids, _ = encode_chat(tokenizer, messages)
+    assert ids == [tokenizer.bos_id] + tokenizer.encode(render_chat(messages, bos_token=""))
+
+
+def test_examples_that_do_not_fit_are_left_out(tokenizer):
+    from moecoder.train.sft import whole_examples
+
+    short = [{"role": "user", "content": "Add."}, {"role": "assistant", "content": "a + b"}]
+    long = [{"role": "user", "content": "Add."}, {"role": "assistant", "content": "a + b " * 400}]
+    said = []
+    kept = whole_examples(tokenizer, [short, long], seq_len=256, log=said.append)
+    assert kept == [encode_chat(tokenizer, short)] and said == ["1 of 2 SFT examples are longer than seq_len=256 tokens and are left out"]
+
+
+def test_the_tokenizer_learns_the_instruction_format_from_the_built_in_set(tiny_source, tokenizer):
+    """Trained on the files and the built-in instruction set rendered, "```" is one token; trained on the files
+    alone it is split (the standard library's "``" from reStructuredText)."""
+    from moecoder.train.pretrain import tokenizer_texts
+
+    with_format = train_tokenizer(list(tokenizer_texts(collect_files(tiny_source))), vocab_size=500)
+    assert len(with_format.encode("```")) == 1 and len(tokenizer.encode("```")) > 1
