@@ -8,13 +8,17 @@ bench_serve.py, then, each phase bounded in count:
   idle       /health latency with nothing else running;
   load       /health and /v1/models latency while 16 streaming clients generate (the background load of
              every later phase);
-  refusals   latency of each kind of bad request under that load: invalid JSON, a 22 MB body (the kind that
-             froze the server for 27 s before its limits), a prompt over --max-prompt-chars, a seed of 2**64,
-             n over --max-n, an image content part; /health latency measured while they fly;
+  refusals   latency of each kind of bad request under that load, `--repeats` of each one after another:
+             invalid JSON,
+             a 22 MB body (announced by content-length, the kind that froze the server for 27 s before its
+             limits; none of it is sent, so the time is the server's), a prompt over --max-prompt-chars, a seed
+             of 2**64, n over --max-n, an image content part; /health latency measured while they fly;
   big        /health latency while clients send the largest accepted prompts (tokenised off the event loop);
   disconnect a client asking for 16 x 2000 tokens goes away (streaming, and not): tokens generated after it left;
   memory     the server's peak RSS after all this.
-The target for /health and for refusals is under 100 ms. Prints a table and one JSON line.
+/health is polled by a process of its own and the load runs in another, so that the measuring client's
+own work does not show up as server latency. The target for /health and for refusals is under 100 ms.
+Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -41,40 +46,53 @@ def summary(latencies: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 95), "max_ms": max(ms)}
 
 
-async def health_latencies(http: httpx.AsyncClient, stop: asyncio.Event, every: float = 0.02,
-                           path: str = "/health") -> list[float]:
+def poll(url: str, path: str, ready, stop, out, every: float = 0.02) -> None:
+    """In a process of its own (so that the abusive clients' work in this one does not delay it): GET `path`
+    every `every` s until `stop` is set; put the latencies on `out`."""
     latencies = []
-    while not stop.is_set():
-        start = time.perf_counter()
-        (await http.get(path)).raise_for_status()
-        latencies.append(time.perf_counter() - start)
-        await asyncio.sleep(every)
-    return latencies
+    with httpx.Client(base_url=url, timeout=30) as http:
+        http.get(path).raise_for_status()  # connected: the measured requests reuse this connection
+        ready.set()
+        while not stop.is_set():
+            start = time.perf_counter()
+            http.get(path).raise_for_status()
+            latencies.append(time.perf_counter() - start)
+            time.sleep(every)
+    out.put(latencies)
 
 
-async def during(http: httpx.AsyncClient, work, path: str = "/health") -> tuple[list[float], object]:
-    """Run `work` while polling `path`; return its latencies and work's result."""
-    stop = asyncio.Event()
-    poller = asyncio.create_task(health_latencies(http, stop, path=path))
+async def during(url: str, work, path: str = "/health") -> tuple[list[float], object]:
+    """Run `work` while another process polls `path`; return its latencies and work's result."""
+    context = multiprocessing.get_context("spawn")
+    ready, stop, out = context.Event(), context.Event(), context.Queue()
+    poller = context.Process(target=poll, args=(url, path, ready, stop, out), daemon=True)
+    poller.start()
     try:
-        result = await work
+        await asyncio.to_thread(ready.wait, 60)
+        result, _ = await asyncio.gather(work, asyncio.sleep(1))  # at least a second of polls
     finally:
         stop.set()
-    return await poller, result
+    latencies = out.get(timeout=60)
+    poller.join(timeout=10)
+    return latencies, result
 
 
-async def generate_forever(http: httpx.AsyncClient, prompt: str, stop: asyncio.Event, no_eos: dict) -> int:
-    """A client streaming 256-token completions one after another until told to stop."""
-    done = 0
-    while not stop.is_set():
-        body = {"model": "bench", "prompt": prompt, "max_tokens": 256, "temperature": 1.0, "stream": True,
-                "logit_bias": no_eos}
-        async with http.stream("POST", "/v1/completions", json=body) as response:
-            async for _ in response.aiter_lines():
-                if stop.is_set():
-                    break
-        done += 1
-    return done
+def generate(url: str, prompts: list[str], no_eos: dict, stop) -> None:
+    """In a process of its own: 16 clients streaming 256-token completions one after another until `stop`."""
+    async def client(http: httpx.AsyncClient, prompt: str):
+        while not stop.is_set():
+            body = {"model": "bench", "prompt": prompt, "max_tokens": 256, "temperature": 1.0, "stream": True,
+                    "logit_bias": no_eos}
+            async with http.stream("POST", "/v1/completions", json=body) as response:
+                async for _ in response.aiter_lines():
+                    if stop.is_set():
+                        break
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+            await asyncio.gather(*(client(http, prompt) for prompt in prompts))
+
+    asyncio.run(main())
 
 
 def bad_requests(limits) -> dict[str, dict]:
@@ -86,8 +104,7 @@ def bad_requests(limits) -> dict[str, dict]:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     return {
         "invalid JSON": {"url": "/v1/completions", **raw(b"{not json")},
-        "22 MB body": {"url": "/v1/completions",
-                       **raw(b'{"model": "bench", "prompt": "' + b"x" * 22_000_000 + b'"}')},
+        "22 MB body (announced)": {"url": "/v1/completions", "declared": 22_000_000},
         "prompt over the character limit": {"url": "/v1/completions",
                                             "json": {"model": "bench", "prompt": "x" * (limits.max_prompt_chars + 1)}},
         "seed 2**64": {"url": "/v1/completions", "json": {"model": "bench", "prompt": "def", "seed": 2**64}},
@@ -100,12 +117,28 @@ def bad_requests(limits) -> dict[str, dict]:
 
 async def refuse(http: httpx.AsyncClient, request: dict) -> tuple[float, str]:
     start = time.perf_counter()
-    try:
-        response = await http.post(request["url"], **{k: v for k, v in request.items() if k != "url"})
-        outcome = str(response.status_code)
-    except httpx.HTTPError as exc:  # the server answered 413 and closed while the client still sent
-        outcome = type(exc).__name__
-    return time.perf_counter() - start, outcome
+    if "declared" in request:
+        return await refuse_unsent(http.base_url, request)
+    response = await http.post(request["url"], **{k: v for k, v in request.items() if k != "url"})
+    return time.perf_counter() - start, str(response.status_code)
+
+
+async def one_after_another(http: httpx.AsyncClient, request: dict, repeats: int) -> list[tuple[float, str]]:
+    return [await refuse(http, request) for _ in range(repeats)]
+
+
+async def refuse_unsent(base_url, request: dict) -> tuple[float, str]:
+    """Announce a body of `declared` bytes, send none of it, and time the answer: the server's own latency
+    (sending 22 MB first would time the client's upload)."""
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(base_url.host, base_url.port)
+    writer.write(f"POST {request['url']} HTTP/1.1\r\nhost: {base_url.host}\r\ncontent-type: application/json\r\n"
+                 f"content-length: {request['declared']}\r\n\r\n".encode())
+    await writer.drain()
+    status = (await reader.readline()).split()[1].decode()
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return elapsed, status
 
 
 async def disconnect(url: str, stream: bool, no_eos: dict) -> dict:
@@ -135,25 +168,29 @@ async def disconnect(url: str, stream: bool, no_eos: dict) -> dict:
 async def run(url: str, prompts: list[str], limits, repeats: int, no_eos: dict) -> dict:
     results = {}
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        results["idle"] = summary((await during(http, asyncio.sleep(2)))[0])
-        stop = asyncio.Event()
-        load = [asyncio.create_task(generate_forever(http, prompts[i], stop, no_eos)) for i in range(16)]
-        results["load"] = summary((await during(http, asyncio.sleep(3)))[0])
-        results["models_load"] = summary((await during(http, asyncio.sleep(2), "/v1/models"))[0])
+        results["idle"] = summary((await during(url, asyncio.sleep(2)))[0])
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        load = context.Process(target=generate, args=(url, prompts[:16], no_eos, stop), daemon=True)
+        load.start()
+        while (await http.get("/health")).json()["running"] < 16:
+            await asyncio.sleep(0.05)
+        results["load"] = summary((await during(url, asyncio.sleep(3)))[0])
+        results["models_load"] = summary((await during(url, asyncio.sleep(2), "/v1/models"))[0])
         refusals = {}
         health_during = []
         for name, request in bad_requests(limits).items():
-            latencies, outcomes = await during(http, asyncio.gather(*(refuse(http, request) for _ in range(repeats))))
+            latencies, outcomes = await during(url, one_after_another(http, request, repeats))
             health_during += latencies
             refusals[name] = {**summary([t for t, _ in outcomes]), "answers": sorted({o for _, o in outcomes})}
         results["refusals"] = refusals
         results["health_during_refusals"] = summary(health_during)
         big = {"model": "bench", "prompt": "x" * limits.max_prompt_chars, "max_tokens": 1}
-        latencies, answers = await during(http, asyncio.gather(*(http.post("/v1/completions", json=big)
-                                                                 for _ in range(8))))
+        latencies, answers = await during(url, asyncio.gather(*(http.post("/v1/completions", json=big)
+                                                                for _ in range(8))))
         results["big_prompts"] = {"health": summary(latencies), "answers": sorted({a.status_code for a in answers})}
         stop.set()
-        await asyncio.gather(*load, return_exceptions=True)
+        load.join(timeout=60)
     results["disconnect_stream"] = await disconnect(url, True, no_eos)
     results["disconnect_plain"] = await disconnect(url, False, no_eos)
     async with httpx.AsyncClient(base_url=url) as http:
