@@ -28,11 +28,13 @@ from moecoder.errors import UserError
 
 # Share of the time left after data preparation that goes to pre-training (the rest: SFT), and the time
 # kept back for what surrounds a training loop (building the model, scoring held-out files, saving).
-PRETRAIN_SHARE = 0.7
+PRETRAIN_SHARE = 0.8
 STAGE_OVERHEAD_SECONDS = 15
 HELDOUT_TOKENS = 16384
-# A run of a few dozen steps cannot spend twenty of them warming up.
+# A run of a few dozen steps cannot spend twenty of them warming up; a run of minutes wants a higher peak
+# learning rate than TrainConfig's default (benchmarks/train.md).
 WARMUP_STEPS = 5
+LEARNING_RATE = 2e-3
 
 # Files of the standard library per minute of budget: data preparation stays near a tenth of the budget.
 FILES_PER_MINUTE = 100

@@ -231,6 +231,9 @@ def _score_section(benchmark: str, summary: dict) -> str:
         )
     rows = [[k, _pct(v["value"]), f"{_pct(v['ci95'][0])} – {_pct(v['ci95'][1])}"] for k, v in pass_at_k.items()]
     parts.append(_table(["metric", "value", "95% CI (bootstrap over tasks)"], rows, table_id=f"passk-{benchmark}"))
+    if "exact_match" in summary:  # infilling: DeepSeek's score beside execution, saying which is which
+        exact = summary["exact_match"]
+        parts.append(f'<p id="exact-{_esc(benchmark)}">exact match {_pct(exact["value"])}: {_esc(exact.get("what", ""))}</p>')
     facts = [
         ("tasks", summary.get("n_tasks")),
         ("samples", summary.get("n_samples")),

@@ -93,3 +93,14 @@ def test_grid_with_several_samples_per_task(tmp_path, browser):
     statuses = [c.get_attribute("data-status") for c in b.find_elements(By.CSS_SELECTOR, "#grid-humaneval .cell")]
     assert statuses == ["passed", "partial", "timed out", "failed"]
     assert b.find_element(By.ID, "score-humaneval").text == "pass@1 37.5%"
+
+
+def test_infilling_shows_exact_match_beside_execution(tmp_path):
+    from moecoder.report.html import render_report
+
+    run = write_run(tmp_path / "run", "humaneval-fim-single", {"SingleLineInfilling/HumanEval/0/L0": ["passed"]})
+    summaries = json.loads((run / "summary.json").read_text())
+    summaries["humaneval-fim-single"]["exact_match"] = {"value": 0.25, "what": "DeepSeek-Coder's score: first line"}
+    (run / "summary.json").write_text(json.dumps(summaries))
+    page = render_report(run)
+    assert '<p id="exact-humaneval-fim-single">exact match 25.0%: DeepSeek-Coder&#x27;s score: first line</p>' in page
