@@ -106,12 +106,13 @@ def left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Te
 class NativeRunner:
     """Our Transformer (native:) behind prefill / decode / keep, on a SlotCache.
 
-    prefill(prompts) -> (part, logits [B, T or 1, V]); join(part) adds the part's rows to the running batch;
+    prefill(prompts) -> (part, logits [B, T or 1, V]), in chunks of prefill_chunk positions; join(part) adds
+    the part's rows to the running batch;
     decode(tokens [B]) -> logits [B, V] for the next position of every running row; keep(rows) drops the rest.
     """
 
-    def __init__(self, model, pad_id: int, headroom: int = 256):
-        self.model, self.pad_id, self.headroom = model, pad_id, headroom
+    def __init__(self, model, pad_id: int, headroom: int = 256, prefill_chunk: int = 512):
+        self.model, self.pad_id, self.headroom, self.prefill_chunk = model, pad_id, headroom, prefill_chunk
         self.device = model.lm_head.weight.device
         self.cache: SlotCache | None = None
 
@@ -123,9 +124,13 @@ class NativeRunner:
         ids, mask = left_padded(prompts, self.pad_id, self.device)
         cache = StaticCache(self.model, len(prompts), ids.shape[1], mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = []
         with nullcontext() if all_positions else last_position_logits(self.model):
-            logits = self.model(ids, positions, cache=cache)
-        return SlotCache.of(cache), logits
+            # In chunks of prefill_chunk positions: attention scores take [B, H, chunk, T], not [B, H, T, T].
+            for start in range(0, ids.shape[1], self.prefill_chunk):
+                end = start + self.prefill_chunk
+                logits.append(self.model(ids[:, start:end], positions[:, start:end], cache=cache))
+        return SlotCache.of(cache), torch.cat(logits, dim=1) if all_positions else logits[-1]
 
     def join(self, part: SlotCache) -> None:
         parts = [part] if self.cache is None else [self.cache, part]

@@ -7,7 +7,7 @@ import pytest
 
 from moecoder.generate import make_backend
 from moecoder.serve.engine import Engine, Row, Ticket
-from moecoder.serve.runner import make_runner
+from moecoder.serve.runner import NativeRunner, make_runner
 
 PROMPTS = ["def add(a, b):", "def sub(a, b):\n", "print(add(1,", "def", "\n\n\ndef sub(a, b):\n    return a"]
 
@@ -42,8 +42,8 @@ class Request:
         return self
 
 
-def start(backend, **options) -> Engine:
-    engine = Engine(make_runner(backend), backend.decode, backend.eos_ids, **options)
+def start(backend, runner=None, **options) -> Engine:
+    engine = Engine(runner or make_runner(backend), backend.decode, backend.eos_ids, **options)
     engine.start()
     return engine
 
@@ -75,6 +75,16 @@ def test_rows_joining_a_running_batch_get_the_tokens_they_get_alone(backend):
     assert [r.ticket.peak_batch for r in requests] == [5] * 5  # every row joined while the others ran
     assert finished.index(requests[-1]) < finished.index(requests[0])  # the last to join left before the first
     assert engine.runner.rows == 0 and engine.status()["running"] == 0
+
+
+def test_prompts_prefilled_in_chunks_get_the_same_tokens(backend):
+    engine = start(backend, NativeRunner(backend.model, backend.pad_id, prefill_chunk=3))
+    try:
+        requests, _ = asyncio.run(staggered(engine, backend, [12, 10, 8]))
+    finally:
+        engine.stop()
+    assert [r.texts[0] for r in requests] == [alone(backend, p, n) for p, n in zip(PROMPTS, [12, 10, 8])]
+    assert all(len(backend.prompt_ids(prompt=p)) > 3 for p in PROMPTS[:2])  # (more than one chunk)
 
 
 def test_static_batching_makes_later_rows_wait_for_the_batch_to_end(backend):
