@@ -124,6 +124,14 @@ def test_n_choices_for_several_prompts(client, native):
     assert [c.index for c in answer.choices] == list(range(6))  # prompt i's choices at i * n ... i * n + n - 1
     assert answer.usage.prompt_tokens == len(native.prompt_ids(prompt="def")) + len(native.prompt_ids(prompt="print"))
     assert 6 <= answer.usage.completion_tokens <= 48
+    # Streamed, the choices' pieces interleave; put together by index they are the unstreamed answer.
+    options = dict(model="tiny", prompt=["def", "print"], n=2, temperature=1.5, max_tokens=8, seed=3)
+    whole = [c.text for c in client.completions.create(**options).choices]
+    pieces = [""] * 4
+    for chunk in client.completions.create(**options, stream=True):
+        for choice in chunk.choices:
+            pieces[choice.index] += choice.text
+    assert pieces == whole
 
 
 def test_null_means_the_default_on_both_endpoints(client, server):
