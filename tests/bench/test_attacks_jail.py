@@ -141,7 +141,8 @@ def test_forging_the_verdict_store(jail, weak, host_dir):
 
 
 WRITE_EVERY_DESCRIPTOR = """
-import os, socket, ctypes
+import os, signal, socket, ctypes
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a pipe without a reader must not end the attack
 FORGED = b'{"compiled": true, "status": 0, "why": null, "cpu_seconds": 0.0, "clean": true}\\n'
 def f(write):
     libc = ctypes.CDLL(None, use_errno=True)
@@ -170,12 +171,13 @@ def f(write):
 """
 
 
-@pytest.mark.xfail(not ROOT, strict=True, reason="HOLE (report_attacks.md #4): as an unprivileged harness, the "
-                   "jail's stderr file on the host is writable through /proc/1/fd/2 (bubblewrap's init is dumpable)")
-def test_writing_into_the_zygotes_descriptors(jail, host_dir):
+def test_writing_into_the_zygotes_descriptors(jail, host_dir):  # report_attacks.md #4, fixed in a36597b
     # bubblewrap's init runs as the jail's uid and is dumpable: its /dev/null is all a program reaches.
     assert set(observe(jail, WRITE_EVERY_DESCRIPTOR, args=(True,))) <= {"/dev/null"}
     assert run(jail, WRONG)["outcome"] == "failed" and run(jail, RIGHT)["outcome"] == "passed"  # no shift
+    if not ROOT:
+        pytest.skip("defence held; no control as nobody: even with capabilities in its user namespace, an "
+                    "unprivileged jail cannot take the non-dumpable zygote's socket (the root run has the control)")
     with weak_executor() as weak:  # its own: a forged report would leave it unusable
         # Control: with capabilities, the zygote's control socket (to the judge) is in reach (found,
         # not written: a forged line there makes the judge give up on its jail, as the next test shows).
@@ -466,18 +468,18 @@ def test_cpu_in_forked_helpers_is_counted_and_a_neighbour_still_passes():
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="HOLE (report_attacks.md #3): judge.main never closes its Judge, so every "
-                                       "worker's jail cgroups (memory, pids, cpuacct) outlive the executor")
+@pytest.mark.xfail(strict=False, reason="HOLE (report_attacks.md #3): after a36597b the worker that ran a job "
+                                        "still leaves its jail's cgroups behind in about 2 runs of 3")
 def test_no_jail_cgroup_outlives_its_executor():
     with executor_for(workers=2) as pool:
         assert run(pool, RIGHT)["outcome"] == "passed"
         prefix = next(pool._names).rsplit("-", 1)[0] + "-"
-    time.sleep(0.5)
     left = [path for path in Path("/sys/fs/cgroup").glob(f"**/{prefix}*") if path.is_dir()]
     assert left == [], left
 
 
 SHM = """
+import ctypes
 def f(create):
     libc = ctypes.CDLL(None, use_errno=True)
     if create:
@@ -596,9 +598,7 @@ def test_switches_the_probe_accepts_are_masked_by_another_layer_or_reported(jail
     assert ("cgroup v" in jail.isolation) == ROOT
 
 
-@pytest.mark.xfail(not ROOT, strict=True, reason="HOLE (report_attacks.md #2): as an unprivileged user the probe "
-                                                 "refuses --sandbox rlimits (CapBnd is full without a uid change)")
-def test_the_rlimits_fallback_runs_as_an_unprivileged_user_too():
+def test_the_rlimits_fallback_runs_as_an_unprivileged_user_too():  # report_attacks.md #2, fixed in a36597b
     assert verify_jail(JailPolicy(), "rlimits").startswith("rlimits only")
 
 
