@@ -119,14 +119,16 @@ class Cgroup:
             time.sleep(0.002)
 
     def remove(self) -> None:
+        """Remove the group once its last process is gone (dying processes hold it for a moment)."""
         for directory in set(self.directories.values()):
-            for _ in range(100):
+            for _ in range(500):
                 try:
                     directory.rmdir()
                     break
                 except FileNotFoundError:
                     break
-                except OSError:  # still has (dying) members
+                except OSError:
+                    self.kill_all()
                     time.sleep(0.01)
 
 

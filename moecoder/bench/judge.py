@@ -91,7 +91,11 @@ class Sandbox:
             theirs.close()
         self.control = ours
         self._buffer = bytearray()
-        ready = self.receive(time.monotonic() + STARTUP_SECONDS)
+        try:
+            ready = self.receive(time.monotonic() + STARTUP_SECONDS)
+        except SandboxLost:
+            self.close()  # a jail that did not start goes now, with its cgroups
+            raise
         self.jail.seal_stderr()
         if not ready.get("ready"):
             self.close()
@@ -470,13 +474,15 @@ def main() -> None:
     judge = Judge(JailPolicy(**{k: tuple(v) if k == "packages" else v for k, v in setup["policy"].items()}),
                   Limits(**setup["limits"]), setup["name"], setup["namespaced"])
     try:
-        judge.ensure_sandbox()
-        ready = {"ready": True, "isolation": judge.sandbox.jail.isolation}
-    except SandboxLost as exc:
-        ready = {"ready": False, "error": str(exc)}
-    os.write(results_out, json.dumps(ready).encode() + b"\n")
-    try:
+        try:
+            judge.ensure_sandbox()
+            ready = {"ready": True, "isolation": judge.sandbox.jail.isolation}
+        except SandboxLost as exc:
+            ready = {"ready": False, "error": str(exc)}
+        os.write(results_out, json.dumps(ready).encode() + b"\n")
         _serve(judge, jobs_in, results_out)
+    except BrokenPipeError:
+        pass  # the executor closed before reading us: nothing left to say
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop must not cut the cleanup short
         judge.close()  # its jail and the jail's cgroups go with it

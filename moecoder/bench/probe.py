@@ -11,6 +11,7 @@ finds is what a sample would find.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import socket
 import tempfile
@@ -49,6 +50,7 @@ def probe(paths, socket_paths, abstract):
     }
 '''
 PROBE_LIMITS = Limits(cpu_seconds=10.0, wall_seconds=30.0, memory_bytes=1 << 30)
+_probes = itertools.count()  # each probe's jail (and cgroup) gets a name of its own
 
 
 def sentinels(extra: tuple[str, ...] = ()) -> list[str]:
@@ -109,7 +111,8 @@ def verify_jail(policy: JailPolicy, sandbox: str, extra_sentinels: tuple[str, ..
         abstract.bind(abstract_name)
         for server in (listening, abstract):
             server.listen(4)
-        judge = Judge(policy, PROBE_LIMITS, f"probe-{os.getpid()}", namespaced=sandbox == "bwrap")
+        judge = Judge(policy, PROBE_LIMITS, f"moecoder-probe-{os.getpid()}-{next(_probes)}",
+                      namespaced=sandbox == "bwrap")
         try:
             found, isolation, uids = judge.call(
                 PROBE_PROGRAM, "probe",

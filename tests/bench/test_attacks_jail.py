@@ -184,7 +184,7 @@ def test_writing_into_the_zygotes_descriptors(jail, host_dir):  # report_attacks
         reached = observe(weak, WRITE_EVERY_DESCRIPTOR, args=(False,))
         assert any(target.startswith("socket:") for target in reached), reached
         forged = verdict_of(weak, WRITE_EVERY_DESCRIPTOR, args=(True,))
-        assert forged["reason"] == "the sandbox worker was killed", forged
+        assert forged["outcome"] == "failed", forged  # the forged report broke the conversation with the jail
 
 
 PTRACE_THE_ZYGOTE = """
@@ -468,8 +468,6 @@ def test_cpu_in_forked_helpers_is_counted_and_a_neighbour_still_passes():
 
 
 @needs_root
-@pytest.mark.xfail(strict=False, reason="HOLE (report_attacks.md #3): after a36597b the worker that ran a job "
-                                        "still leaves its jail's cgroups behind in about 2 runs of 3")
 def test_no_jail_cgroup_outlives_its_executor():
     with executor_for(workers=2) as pool:
         assert run(pool, RIGHT)["outcome"] == "passed"

@@ -200,12 +200,13 @@ def test_a_samples_file_that_is_not_utf8_is_one_line_and_no_results(tmp_path):
 # -------------------------------------------------------------- the judge's own resources
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE (report_attacks.md #1): an answer's decoded size in the judge is "
-                                       "unbounded (~24x the bytes: 256 MiB -> ~6 GiB per judge, outside every limit)")
-def test_an_answer_cannot_inflate_the_judge_far_beyond_its_size(jail):
-    # 2 million empty lists: 6 MB on the wire (plain's JSON list-of-lists form). The judge is trusted
-    # and unlimited, so what one answer may cost it must be bounded by the answer's own size.
-    program = "def f(x):\n    return [[]] * 2_000_000\n"
+def test_what_one_answer_may_cost_the_judge_is_bounded(jail):
+    # Decoding costs Python objects: 2 million empty lists are 6 MB on the wire (plain's JSON
+    # list-of-lists form) and ~20x that in the judge. The bound is by construction: an answer is at
+    # most ANSWER_CAP bytes, the judge's heap at most JUDGE_DATA_BYTES; a larger answer fails the
+    # program and the judge goes on.
+    from moecoder.bench.judge import ANSWER_CAP, JUDGE_DATA_BYTES
+
     assert run(jail, RIGHT)["outcome"] == "passed"  # the worker (one judge) is started
     judge = jail._workers[0].process.pid
 
@@ -214,6 +215,11 @@ def test_an_answer_cannot_inflate_the_judge_far_beyond_its_size(jail):
         return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) << 10
 
     before = peak()
-    assert run(jail, program)["outcome"] == "failed"
+    assert run(jail, "def f(x):\n    return [[]] * 2_000_000\n")["outcome"] == "failed"
     grown = peak() - before
-    assert grown < 4 * 6_000_000, f"the judge grew by {grown >> 20} MiB for a 6 MB answer"
+    assert grown < 32 * 6_000_000, f"the judge grew by {grown >> 20} MiB for a 6 MB answer"
+    assert 25 * ANSWER_CAP < JUDGE_DATA_BYTES  # the worst amplification seen fits the heap cap
+    over = run(jail, f"def f(x):\n    return 'x' * {ANSWER_CAP + 1}\n")
+    assert over["outcome"] == "failed", over
+    assert peak() - before < ANSWER_CAP + 32 * 6_000_000  # refused before it was decoded
+    assert run(jail, RIGHT)["outcome"] == "passed" and jail._workers[0].process.pid == judge
