@@ -58,7 +58,9 @@ class StubOpenAIServer:
             choices = [{"index": i, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
                        for i in range(body.get("n", 1))]
         else:
-            body_text = task.reference[len(task.prompt):] if number % 2 == 0 else "    return None\n"
+            # The continuation of the prompt as sent (evaluation strips its trailing whitespace).
+            program = task.reference if number % 2 == 0 else task.prompt + "    return None\n"
+            body_text = program[len(text):]
             choices = [{"index": i, "text": body_text + "\n\nprint('stop here')\n", "finish_reason": "length"}
                        for i in range(body.get("n", 1))]
         return {"id": "stub", "object": "chat.completion", "model": body.get("model"), "choices": choices,
