@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -31,7 +31,9 @@ from moecoder.generate.local import LocalBackend
 from moecoder.serve.engine import Engine, Event, QueueFull, Row, Ticket, TokenLogprob
 from moecoder.serve.limits import Limits
 from moecoder.serve.runner import make_runner
-from moecoder.text import fim_prompt
+from tokenizers import Tokenizer
+
+from moecoder.text import TokenHealer, fim_prompt
 
 MAX_SEED = 2**63 - 1
 MAX_STOP = 16  # stop strings per request (OpenAI allows 4; each is searched for after every token)
@@ -123,6 +125,19 @@ class Job:
     echo: list[str]  # the text each prompt's choices start with ("" without echo)
     logprobs: int | None
     chat: bool
+    heal: list = field(default_factory=list)  # per prompt: its HealedPrompt, or None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompts' tokens as sent (a healed prompt's last token is generated again, yet is the prompt's)."""
+        return sum(map(len, self.prompt_ids)) + sum(heal is not None for heal in self.heal)
+
+
+def _healer(backend) -> TokenHealer | None:
+    """Token healing for the backend's tokenizer (a `tokenizers.Tokenizer`, or transformers' fast one's)."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    tokenizer = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return TokenHealer(tokenizer) if isinstance(tokenizer, Tokenizer) else None
 
 
 def joined_content(message: Message, where: str) -> str:
@@ -146,6 +161,7 @@ class Server:
         self.context = getattr(config, "max_position_embeddings", None)
         self.vocab_size = getattr(config, "vocab_size", None)
         self.vocab = backend.vocab()
+        self.healer = _healer(backend)
         self.engine = Engine(make_runner(backend), backend.decode, backend.eos_ids, max_batch=max_batch,
                              max_waiting=limits.max_waiting, joining=joining, window_ms=window_ms)
         self.workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moecoder-tokenize")
@@ -203,7 +219,7 @@ class Server:
             self.engine.submit(rows)
         except QueueFull as exc:
             raise self._busy(str(exc)) from exc
-        reply = Reply(self.model_id, job, len(rows), sum(map(len, job.prompt_ids)))
+        reply = Reply(self.model_id, job, len(rows), job.prompt_tokens)
         if job.body.stream:
             usage = bool(job.body.stream_options.get("include_usage"))
             return StreamingResponse(self._stream(reply, ticket, usage), media_type="text/event-stream")
@@ -234,7 +250,7 @@ class Server:
         return [Row(ticket, i * body.n + j, ids, job.max_tokens, body.temperature, body.top_p,
                     None if body.seed is None else body.seed + j, body.stops, job.logprobs,
                     prompt_logprobs=bool(job.echo[i]) and job.logprobs is not None, echo=job.echo[i],
-                    logit_bias=body.logit_bias)
+                    logit_bias=body.logit_bias, heal=job.heal[i] if job.heal else None)
                 for i, ids in enumerate(job.prompt_ids) for j in range(body.n)]
 
     # --- parsing, checks and tokenisation (worker threads) ---------------------------------------------
@@ -284,7 +300,14 @@ class Server:
         ids = [self._completion_ids(p, body.suffix) for p in prompts]
         self._fits(ids, body.max_tokens)
         echo = [(p if isinstance(p, str) else self.backend.decode(p)) if body.echo else "" for p in prompts]
-        return Job(body, ids, body.max_tokens, echo, body.logprobs, chat=False)
+        heal = []
+        if body.suffix is None and not body.echo and body.logprobs is None and self.healer is not None:
+            # A verbatim text prompt ends on whatever token its last characters made ("\n" before an
+            # indentation the model always saw merged with it): heal that boundary.
+            heal = [self.healer.heal(i) if isinstance(p, str) else None for p, i in zip(prompts, ids)]
+            ids = [h.ids if h is not None and h.allowed else i for h, i in zip(heal, ids)]
+            heal = [h if h is not None and h.allowed else None for h in heal]
+        return Job(body, ids, body.max_tokens, echo, body.logprobs, chat=False, heal=heal)
 
     def _completion_ids(self, prompt: str | list[int], suffix: str | None) -> list[int]:
         if not isinstance(prompt, str):

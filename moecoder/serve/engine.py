@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from moecoder.model.generate import sample_next
+from moecoder.text import HealedPrompt
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Row:
     prompt_logprobs: bool = False  # also report the prompt's tokens (echo with logprobs)
     echo: str = ""  # text the choice starts with (the prompt, for echo); offsets count it
     logit_bias: dict[int, float] = field(default_factory=dict)
+    heal: HealedPrompt | None = None  # token healing: the prompt's last token taken back (see moecoder.text)
     ids: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of text already released
@@ -94,6 +96,7 @@ class Row:
     next_token: int | None = None
     generator: torch.Generator | None = None
     pending: list[TokenLogprob] = field(default_factory=list)
+    _healed: bool = False
     _prefix: int = 0  # detokenizer: ids[_prefix:_read] decode to the last complete text
     _read: int = 0
 
@@ -106,7 +109,10 @@ class Row:
             logprob.offset = len(self.echo) + len(self.text)
             self.pending.append(logprob)
         before = len(self.text)
-        self.text += self._new_text(decode)
+        new = self._new_text(decode)
+        if self.heal is not None and not self._healed and new:  # the healed token's text is the prompt's
+            new, self._healed = self.heal.strip(new), True
+        self.text += new
         if self.stop and self._cut_at_stop(before):
             return self.finish("stop", decode, flush=False)
         if len(self.ids) >= self.max_tokens:
@@ -322,6 +328,9 @@ class Engine:
                 continue
             try:
                 scores = logits[i:i + 1]
+                if row.heal is not None and not row.ids:  # healing: the first token starts with the removed text
+                    scores = row.heal.mask_logits(scores)
+                    greedy[i] = int(scores.argmax())
                 if row.logit_bias:  # OpenAI's logit_bias: added to the logits before sampling
                     ids, bias = zip(*row.logit_bias.items())
                     scores = scores.index_add(1, torch.tensor(ids, device=scores.device),
