@@ -448,19 +448,8 @@ def prepare_suite(suite: dict) -> dict:
 
 
 def _read_message(fd: int):
-    header = _read_exact(fd, 8)
-    return None if header is None else pickle.loads(_read_exact(fd, struct.unpack("<Q", header)[0]))
-
-
-def _read_exact(fd: int, size: int):
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+    header = plain.read_exact(fd, 8)
+    return None if header is None else pickle.loads(plain.read_exact(fd, struct.unpack("<Q", header)[0]))
 
 
 def main() -> None:

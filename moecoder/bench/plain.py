@@ -47,11 +47,12 @@ import collections
 import itertools
 import json
 import operator
+import os
 import re
 import struct
 import sys
 
-__all__ = ["MAX_DEPTH", "NotPlain", "Ref", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "NotPlain", "Ref", "decode", "encode", "read_exact"]
 
 MAX_DEPTH = 200  # containers nested deeper than this are refused, both ways
 _MAGIC = b"PL\x01"
@@ -687,3 +688,15 @@ def _numpy():
     except ImportError:
         raise ValueError("numpy data, and numpy is not installed here") from None
     return numpy
+
+
+def read_exact(fd: int, size: int) -> bytes | None:
+    """`size` bytes from a pipe or socket `fd`, or None at its end (both sides of the jail read messages so)."""
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)

@@ -66,20 +66,9 @@ def _write_frame(fd, kind, payload=b""):
         data = data[os.write(fd, data):]
 
 
-def _read_exact(fd, size):
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
 def _read_frame(fd):
-    header = _read_exact(fd, FRAME.size)
-    return None if header is None else _read_exact(fd, FRAME.unpack(header)[0])
+    header = read_exact(fd, FRAME.size)
+    return None if header is None else read_exact(fd, FRAME.unpack(header)[0])
 
 
 def _text(value, limit=500):
