@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -193,7 +194,7 @@ class CpuGroup:
                 break
             for pid in pids:
                 try:
-                    os.kill(pid, 9)
+                    os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.01)
@@ -207,7 +208,6 @@ class Run:
     seconds: float  # wall
     cpu: float | None  # CPU-seconds of the whole process tree (None without a group)
     left_behind: int | None  # processes still in its group when it exited
-    stdout: str
 
 
 def run(command: list[str], env: dict, settle: bool = True) -> Run:
@@ -224,8 +224,8 @@ def run(command: list[str], env: dict, settle: bool = True) -> Run:
         if done.returncode != 0:
             sys.exit(f"{command[:4]} failed:\n{done.stderr[-3000:]}")
         if group is None:
-            return Run(seconds, None, None, done.stdout)
-        return Run(seconds, group.cpu_seconds(), len(group.left_behind()), done.stdout)
+            return Run(seconds, None, None)
+        return Run(seconds, group.cpu_seconds(), len(group.left_behind()))
     finally:
         if group is not None:
             group.remove()
