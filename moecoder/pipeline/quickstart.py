@@ -301,15 +301,16 @@ def parses(program: str) -> bool:
 
 
 def implements(program: str, entry_point: str) -> bool:
-    """Whether a program parses and its entry point has a body beyond the docstring."""
+    """Whether a program parses and its entry point has a body beyond its docstring: a statement other than
+    pass or a bare constant (a repeated docstring, `...`)."""
     try:
         tree = ast.parse(program)
     except (SyntaxError, ValueError):
         return False
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
-            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
-            return any(not isinstance(stmt, ast.Pass) for stmt in body)
+            return any(not (isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)))
+                       for stmt in node.body)
     return False
 
 

@@ -19,6 +19,7 @@ def test_parse_and_body():
     prompt = 'def f(x):\n    """Doc."""\n'
     assert parses(prompt) and not implements(prompt, "f")
     assert implements(prompt + "    return x\n", "f") and not implements(prompt + "    pass\n", "f")
+    assert not implements(prompt + '    """\n    """\n    ...\n', "f")  # strings repeated are no body
     assert not parses(prompt + "````\n")
 
 
