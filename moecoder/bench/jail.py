@@ -89,12 +89,17 @@ class Cgroup:
     version: int
     directories: dict[str, Path]  # controller -> the group's directory
     controllers: tuple[str, ...] = field(default=())
+    _cpu_fd: int | None = None
 
     def cpu_seconds(self) -> float:
         """CPU time used by every process that ever ran in the group (reaped or not)."""
+        if self._cpu_fd is None:  # kept open: read at the start and end of every job
+            name = ("cpuacct", "cpuacct.usage") if self.version == 1 else ("cpu", "cpu.stat")
+            self._cpu_fd = os.open(self.directories[name[0]] / name[1], os.O_RDONLY)
+        text = os.pread(self._cpu_fd, 4096, 0).decode()
         if self.version == 1:
-            return int((self.directories["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
-        for line in (self.directories["cpu"] / "cpu.stat").read_text().splitlines():
+            return int(text) / 1e9
+        for line in text.splitlines():
             if line.startswith("usage_usec "):
                 return int(line.split()[1]) / 1e6
         raise OSError("cpu.stat has no usage_usec")
@@ -120,6 +125,9 @@ class Cgroup:
 
     def remove(self) -> None:
         """Remove the group once its last process is gone (dying processes hold it for a moment)."""
+        if self._cpu_fd is not None:
+            os.close(self._cpu_fd)
+            self._cpu_fd = None
         for directory in set(self.directories.values()):
             for _ in range(500):
                 try:
