@@ -31,10 +31,10 @@ from moecoder.errors import UserError
 PRETRAIN_SHARE = 0.8
 STAGE_OVERHEAD_SECONDS = 15
 HELDOUT_TOKENS = 16384
-# A run of a few dozen steps cannot spend twenty of them warming up; a run of minutes wants a higher peak
-# learning rate than TrainConfig's default (benchmarks/train.md).
-WARMUP_STEPS = 5
-LEARNING_RATE = 2e-3
+# What a run of minutes trains with (measurements: benchmarks/train.md). A few dozen steps cannot spend twenty
+# warming up. HumanEval prompts with their solution run to 300-500 tokens: the context is 512 (batch 4 keeps
+# 2,048 tokens a step). FIM examples are pieces of whole lines that fit in that context, cut at line starts.
+TRAINING = {"warmup_steps": 5, "lr": 2e-3, "seq_len": 512, "batch_size": 4, "fim_unit": "line", "fim_max_chars": 1200}
 
 # Files of the standard library per minute of budget: data preparation stays near a tenth of the budget.
 FILES_PER_MINUTE = 100
@@ -142,14 +142,14 @@ class Quickstart:
 
         config = load_config(None, (), max_files=self.plan.max_files, seed=self.plan.seed,
                              data_dir=str(self.plan.path("data")), mbpp_path=mbpp, decontaminate=True,
-                             eval_tokens=HELDOUT_TOKENS, warmup_steps=WARMUP_STEPS, clock=self.plan.clock)
+                             eval_tokens=HELDOUT_TOKENS, clock=self.plan.clock, **TRAINING)
         return replace(config, steps=None, minutes=self.plan.minutes, save_every=10**9, clock=self.plan.clock)
 
     def instruction_tune(self, data, pre: dict, mbpp: str) -> dict:
         """SFT on the built-in instruction set of the already prepared corpus, in the time that is left.
 
         `sft` takes a step count (its cosine schedule follows steps), so the count comes from the
-        pre-training speed: SFT sequences are twice as long, so about half the steps per second.
+        pre-training speed: an SFT step has twice the tokens (8 x 512), so about half the steps per second.
         """
         from moecoder.train.corpus import load_documents
         from moecoder.train.sft import as_messages, corpus_instructions, sft
@@ -164,7 +164,7 @@ class Quickstart:
         steps = max(10, int(0.5 * steps_per_second * minutes * 60))
         return sft(Path(pre["model_dir"]), data=sft_data, out_dir=self.plan.path("sft"), minutes=minutes,
                    steps=steps, mbpp_path=mbpp, seq_len=512, log=self.log, save_every=10**9, seed=self.plan.seed,
-                   eval_tokens=HELDOUT_TOKENS, warmup_steps=WARMUP_STEPS, clock=self.plan.clock)
+                   eval_tokens=HELDOUT_TOKENS, warmup_steps=TRAINING["warmup_steps"], clock=self.plan.clock)
 
     def _settings(self, model_dir: str, mode: str, out: Path, benchmark: str, max_new_tokens: int,
                   limit: int | None, run: str):

@@ -50,6 +50,8 @@ class TrainConfig:
     heldout_fraction: float = 0.02
     fim_rate: float = 0.5
     fim_spm_rate: float = 0.0  # share of FIM documents in SPM order (the rest PSM)
+    fim_unit: str = "char"  # FIM cut points at any character, or at line starts ("line": the middle is whole lines)
+    fim_max_chars: int | None = None  # FIM on pieces of whole lines of at most this many characters (None: whole files)
     seq_len: int = 256
     # optimisation
     batch_size: int = 8  # sequences per micro-step, over all processes
@@ -82,6 +84,8 @@ class TrainConfig:
             raise UserError(f"balance={self.balance!r}: expected bias, aux or none")
         if self.clock not in ("wall", "cpu"):
             raise UserError(f"clock={self.clock!r}: expected wall or cpu")
+        if self.fim_unit not in ("char", "line"):
+            raise UserError(f"fim_unit={self.fim_unit!r}: expected char or line")
         if self.pre_tokenizer not in ("gpt2", "deepseek-coder"):
             raise UserError(f"pre_tokenizer={self.pre_tokenizer!r}: expected gpt2 or deepseek-coder")
         if self.dtype not in ("auto", "bf16", "fp32"):

@@ -2,8 +2,9 @@
 
 PSM: <｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>{middle}
 SPM: <｜fim▁begin｜><｜fim▁hole｜>{suffix}<｜fim▁end｜>{prefix}{middle}
-(the token roles as in PSM, so one tokenizer serves both). The split is on characters and each
-piece is tokenized on its own, so the example decodes back to exactly the original text.
+(the token roles as in PSM, so one tokenizer serves both). The split is on characters (the FIM paper's
+character-level spans) or on line boundaries (the middle is whole lines, as a hole in an editor usually is);
+each piece is tokenized on its own, so the example decodes back to exactly the original text.
 """
 
 from __future__ import annotations
@@ -23,9 +24,21 @@ class FimSplit:
     suffix: str
 
 
-def random_split(text: str, rng: random.Random) -> FimSplit:
-    """Two uniform cut points in the text (the middle may be empty, as in the FIM paper)."""
-    low, high = sorted(rng.randint(0, len(text)) for _ in range(2))
+FIM_UNITS = ("char", "line")
+
+
+def random_split(text: str, rng: random.Random, unit: str = "char") -> FimSplit:
+    """Two uniform cut points in the text (the middle may be empty, as in the FIM paper): any character
+    position, or (unit="line") any line start or the end of the text, so that the middle is whole lines.
+
+    At the character level most middles begin inside a word, and a model trained for minutes learns little
+    more than which letter is likeliest there; whole-line middles begin with indentation and end with a
+    newline, which is the shape of an editor's hole and of single-line infilling."""
+    if unit == "line":
+        starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)] + [len(text)]
+        low, high = sorted(rng.choice(starts) for _ in range(2))
+    else:
+        low, high = sorted(rng.randint(0, len(text)) for _ in range(2))
     return FimSplit(text[:low], text[low:high], text[high:])
 
 
@@ -46,21 +59,47 @@ def document_from_fim(text: str) -> str:
     return tail + suffix  # SPM (or PSM with an empty prefix, where both readings agree): tail = prefix+middle.
 
 
-class FimEncoder:
-    """Turns documents into token ids, applying FIM to a fraction `rate` of them (`spm_rate` of those in SPM)."""
+def pieces(text: str, max_chars: int) -> list[str]:
+    """`text` cut into runs of whole lines of at most max_chars characters (a longer line is a piece alone);
+    the pieces concatenate to the text."""
+    out, current = [], ""
+    for line in text.splitlines(keepends=True):
+        if current and len(current) + len(line) > max_chars:
+            out.append(current)
+            current = ""
+        current += line
+    return out + [current] if current else out
 
-    def __init__(self, tokenizer: CoderTokenizer, rate: float = 0.5, spm_rate: float = 0.0, seed: int = 0):
+
+class FimEncoder:
+    """Turns documents into token ids, applying FIM to a fraction `rate` of them (`spm_rate` of those in SPM).
+
+    `unit`: where the cut points may fall, "char" or "line" (see random_split).
+    `max_chars`: a document chosen for FIM is first cut into pieces of whole lines of at most this many
+    characters, and each piece becomes its own FIM example. With a training context much shorter than a file
+    (256-512 tokens against files of thousands), a FIM example made of a whole file is cut into many windows and
+    the model almost never sees prefix, suffix and middle together; pieces that fit in one window it does.
+    None: whole documents (DeepSeek-Coder's way, with a 16K context)."""
+
+    def __init__(self, tokenizer: CoderTokenizer, rate: float = 0.5, spm_rate: float = 0.0, seed: int = 0,
+                 max_chars: int | None = None, unit: str = "char"):
         if rate > 0 and not tokenizer.has_fim:
             raise ValueError("FIM needs a tokenizer with the three FIM special tokens")
-        self.tokenizer, self.rate, self.spm_rate = tokenizer, rate, spm_rate
+        if unit not in FIM_UNITS:
+            raise ValueError(f"FIM unit {unit!r}: expected one of {', '.join(FIM_UNITS)}")
+        self.tokenizer, self.rate, self.spm_rate, self.max_chars, self.unit = tokenizer, rate, spm_rate, max_chars, unit
         self.rng = random.Random(seed)
 
-    def encode(self, text: str) -> list[int]:
-        """BOS + (FIM-transformed or plain) document + EOS."""
+    def encode(self, text: str) -> list[list[int]]:
+        """The training examples of one document: [BOS + document + EOS], or BOS + FIM example + EOS per piece."""
         tok = self.tokenizer
         if self.rng.random() >= self.rate:
-            return [tok.bos_id, *tok.encode(text), tok.eos_id]
-        split = random_split(text, self.rng)
+            return [[tok.bos_id, *tok.encode(text), tok.eos_id]]
+        return [self._fim(piece) for piece in (pieces(text, self.max_chars) if self.max_chars else [text])]
+
+    def _fim(self, text: str) -> list[int]:
+        tok = self.tokenizer
+        split = random_split(text, self.rng, self.unit)
         prefix, middle, suffix = tok.encode_batch([split.prefix, split.middle, split.suffix])
         if self.rng.random() < self.spm_rate:
             body = [tok.fim_begin_id, tok.fim_hole_id, *suffix, tok.fim_end_id, *prefix, *middle]

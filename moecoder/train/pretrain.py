@@ -17,7 +17,7 @@ from moecoder.train.fim import FimEncoder
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
 DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "decontaminate", "mbpp_path",
-               "heldout_fraction", "fim_rate", "fim_spm_rate", "seed")
+               "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seed")
 
 
 @dataclass
@@ -57,10 +57,13 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
         tokenizer = train_tokenizer(tokenizer_texts(corpus.train), cfg.vocab_size, root / "tokenizer",
                                     pre_tokenizer_name=cfg.pre_tokenizer)
     log(f"tokenizer: {tokenizer.vocab_size} tokens")
-    fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed)
-    train = write_shards((fim.encode(doc.text) for doc in corpus.train), root / "train", tokenizer.vocab_size)
+    fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed, max_chars=cfg.fim_max_chars,
+                     unit=cfg.fim_unit)
+    train = write_shards((ids for doc in corpus.train for ids in fim.encode(doc.text)), root / "train",
+                         tokenizer.vocab_size)
     plain = FimEncoder(tokenizer, rate=0.0)
-    heldout = write_shards((plain.encode(doc.text) for doc in corpus.heldout), root / "heldout", tokenizer.vocab_size)
+    heldout = write_shards((ids for doc in corpus.heldout for ids in plain.encode(doc.text)), root / "heldout",
+                           tokenizer.vocab_size)
     log(f"shards: {train['tokens']:,} training tokens, {heldout['tokens']:,} held-out tokens")
     report = corpus.report.to_dict() | {"train_tokens": train["tokens"], "heldout_tokens": heldout["tokens"]}
     write_json(stamp, {"settings": settings, "report": report})

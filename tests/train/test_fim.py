@@ -31,7 +31,7 @@ def test_fim_examples_decode_back_to_the_original(corpus_and_tokenizer, spm_rate
     docs, tok = corpus_and_tokenizer
     encoder = FimEncoder(tok, rate=1.0, spm_rate=spm_rate, seed=3)
     for doc in docs:
-        ids = encoder.encode(doc.text)
+        [ids] = encoder.encode(doc.text)
         assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and ids[1] == tok.fim_begin_id
         text = tok.decode(ids[1:-1])
         assert text.count(FIM_HOLE) == text.count(FIM_END) == 1
@@ -44,7 +44,32 @@ def test_fim_rate_is_per_document(corpus_and_tokenizer):
     docs, tok = corpus_and_tokenizer
     texts = [d.text for d in docs] * 20
     never = FimEncoder(tok, rate=0.0)
-    assert all(never.encode(t) == [tok.bos_id, *tok.encode(t), tok.eos_id] for t in texts[:5])
+    assert all(never.encode(t) == [[tok.bos_id, *tok.encode(t), tok.eos_id]] for t in texts[:5])
     half = FimEncoder(tok, rate=0.5, seed=0)
-    transformed = sum(half.encode(t)[1] == tok.fim_begin_id for t in texts)
+    transformed = sum(half.encode(t)[0][1] == tok.fim_begin_id for t in texts)
     assert 0.35 < transformed / len(texts) < 0.65
+
+
+def test_long_documents_become_fim_examples_of_whole_lines_that_fit(corpus_and_tokenizer):
+    from moecoder.train.fim import pieces
+
+    docs, tok = corpus_and_tokenizer
+    text = max((d.text for d in docs), key=len)
+    cut = pieces(text, 1200)
+    assert "".join(cut) == text and len(cut) > 2
+    assert all(len(p) <= 1200 or p.count("\n") <= 1 for p in cut) and all(p.endswith("\n") for p in cut[:-1])
+    examples = FimEncoder(tok, rate=1.0, seed=1, max_chars=1200).encode(text)
+    assert len(examples) == len(cut)
+    assert "".join(document_from_fim(tok.decode(ids[1:-1])) for ids in examples) == text
+
+
+def test_line_level_splits_cut_at_line_starts():
+    import random
+
+    text = "def f(x):\n    y = x + 1\n    return y\n"
+    rng = random.Random(0)
+    for _ in range(200):
+        split = random_split(text, rng, unit="line")
+        assert split.prefix + split.middle + split.suffix == text
+        assert split.prefix == "" or split.prefix.endswith("\n")
+        assert split.middle == "" or split.middle.endswith("\n")
