@@ -31,8 +31,6 @@ from moecoder.generate.local import LocalBackend
 from moecoder.serve.engine import Engine, Event, QueueFull, Row, Ticket, TokenLogprob
 from moecoder.serve.limits import Limits
 from moecoder.serve.runner import make_runner
-from tokenizers import Tokenizer
-
 from moecoder.text import TokenHealer, fim_prompt
 
 MAX_SEED = 2**63 - 1
