@@ -117,14 +117,17 @@ class Statement:
 
 
 def _parse_prefix(code: str) -> tuple[ast.Module, str]:
-    """The longest prefix of `code` (whole lines) that parses: a block cut off by the token limit still
-    yields its finished functions. An empty module when no line parses."""
+    """The longest prefix of `code` (whole lines) that compiles: a block cut off by the token limit still
+    yields its finished functions. An empty module when no line parses. Besides parsing, the symbol table
+    must build: ast.parse accepts what Python then refuses to compile (a duplicate argument name)."""
     lines = code.split("\n")
     end = len(lines)
     while end > 0:
         text = "\n".join(lines[:end])
         try:
-            return ast.parse(text), text
+            tree = ast.parse(text)
+            symtable.symtable(text, "<reply>", "exec")
+            return tree, text
         except SyntaxError as exc:  # no prefix longer than the failing line parses: skip straight to it
             end = min(end - 1, exc.lineno or end)
     return ast.Module(body=[], type_ignores=[]), ""

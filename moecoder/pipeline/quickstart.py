@@ -292,9 +292,9 @@ def program_of(row: dict, prompts: dict[str, str]) -> str:
 
 
 def parses(program: str) -> bool:
-    """Whether a program is valid Python: a nano model's first milestone, long before passing."""
+    """Whether a program is valid Python (it compiles): a nano model's first milestone, long before passing."""
     try:
-        ast.parse(program)
+        compile(program, "<completion>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -303,11 +303,9 @@ def parses(program: str) -> bool:
 def implements(program: str, entry_point: str) -> bool:
     """Whether a program parses and its entry point has a body beyond its docstring: a statement other than
     pass or a bare constant (a repeated docstring, `...`)."""
-    try:
-        tree = ast.parse(program)
-    except (SyntaxError, ValueError):
+    if not parses(program):
         return False
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(program)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
             return any(not (isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)))
                        for stmt in node.body)

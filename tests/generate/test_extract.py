@@ -67,3 +67,9 @@ def test_every_humaneval_solution_survives_extraction_with_driver_code():
         except Exception as exc:  # noqa: BLE001 - any failure of the program is what is counted
             failed.append((task["task_id"], repr(exc)[:80]))
     assert failed == []
+
+
+def test_code_python_refuses_to_compile_is_cut_like_code_that_does_not_parse():
+    """ast.parse accepts a duplicate argument name; Python does not compile it (a nano model wrote one)."""
+    reply = "```python\ndef add(a, b):\n    return a + b\n\ndef f(name, name):\n    return name\n```"
+    assert extract_code(reply, "add") == "def add(a, b):\n    return a + b\n"

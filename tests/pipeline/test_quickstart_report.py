@@ -20,7 +20,7 @@ def test_parse_and_body():
     assert parses(prompt) and not implements(prompt, "f")
     assert implements(prompt + "    return x\n", "f") and not implements(prompt + "    pass\n", "f")
     assert not implements(prompt + '    """\n    """\n    ...\n', "f")  # strings repeated are no body
-    assert not parses(prompt + "````\n")
+    assert not parses(prompt + "````\n") and not parses("def g(a, a):\n    return a\n")
 
 
 def _numbers(mode, rows):
