@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moecoder.errors import UserError
-from moecoder.generate.local import LocalBackend, special_token_ids, weights_sha256
+from moecoder.generate.local import LocalBackend, ban, repeated_ngram_bans, special_token_ids, weights_sha256
 
 
 def _stop_criteria(stop_ids: list[list[int]]):
@@ -22,6 +22,17 @@ def _stop_criteria(stop_ids: list[list[int]]):
             return hit
 
     return StoppingCriteriaList([StopOnIds()])
+
+
+def _no_repeat(prompt_width: int, n: int):
+    """A transformers logits processor forbidding a repeat of an n-gram of the generated ids (not the prompt's,
+    unlike transformers' no_repeat_ngram_size)."""
+    from transformers import LogitsProcessorList
+
+    def process(input_ids, scores):
+        return ban(scores, repeated_ngram_bans(input_ids[:, prompt_width:].tolist(), n))
+
+    return LogitsProcessorList([process])
 
 
 def _streamer(on_step):
@@ -80,7 +91,8 @@ class HFBackend(LocalBackend):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.get_vocab()
 
-    def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step):
+    def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step,
+                  no_repeat_ngram=0):
         import torch
 
         torch.manual_seed(seed)
@@ -91,7 +103,9 @@ class HFBackend(LocalBackend):
                 input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
                 max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id,
                 stopping_criteria=_stop_criteria(stop_ids) if stop_ids else None,
-                streamer=_streamer(on_step) if on_step else None, **sampling)
+                streamer=_streamer(on_step) if on_step else None,
+                logits_processor=_no_repeat(input_ids.shape[1], no_repeat_ngram) if no_repeat_ngram else None,
+                **sampling)
         return out[:, input_ids.shape[1]:].cpu()
 
     def describe(self) -> dict:

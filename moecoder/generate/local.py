@@ -32,6 +32,27 @@ def token_text(token) -> str | None:
     return token.get("content") if isinstance(token, dict) else token
 
 
+def repeated_ngram_bans(generated: list[list[int]], n: int) -> list[list[int]]:
+    """Per row, the tokens that would complete an n-gram already in that row's generated ids (the last n-1 ids
+    seen before, followed by each of those tokens)."""
+    bans = []
+    for ids in generated:
+        if n < 2 or len(ids) < n:
+            bans.append([])
+            continue
+        tail = ids[len(ids) - n + 1:]
+        bans.append([ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i:i + n - 1] == tail])
+    return bans
+
+
+def ban(logits, bans: list[list[int]]):
+    """logits [B, V] with each row's banned ids at -inf (in place)."""
+    for row, ids in enumerate(bans):
+        if ids:
+            logits[row, ids] = float("-inf")
+    return logits
+
+
 class LocalBackend(Backend):
     """A model in this process. Subclasses load it and provide encode/decode and one batched generate;
     this class turns prompts into batches (n samples per prompt, longest first) and ids back into text."""
@@ -55,8 +76,9 @@ class LocalBackend(Backend):
 
     @abstractmethod
     def _generate(self, input_ids, attention_mask, max_new_tokens: int, temperature: float, top_p: float,
-                  seed: int, stop_ids: list[list[int]], on_step: StepCallback | None):
-        """Left-padded ids [B, T] -> new ids [B, N] (rows that finished early padded with an eos id)."""
+                  seed: int, stop_ids: list[list[int]], on_step: StepCallback | None, no_repeat_ngram: int = 0):
+        """Left-padded ids [B, T] -> new ids [B, N] (rows that finished early padded with an eos id); with
+        no_repeat_ngram > 0, no n-gram of the new ids twice (see repeated_ngram_bans)."""
 
     # --- prompts --------------------------------------------------------------------------------------
 
@@ -107,7 +129,7 @@ class LocalBackend(Backend):
 
     def generate_ids(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                      top_p: float = 1.0, seed: int = 0, stop: tuple[str, ...] = (),
-                     on_step: StepCallback | None = None) -> list[list[int]]:
+                     on_step: StepCallback | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
         """One batch: prompt ids -> new ids per row, ending before the first eos id."""
         import torch
 
@@ -118,7 +140,7 @@ class LocalBackend(Backend):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention_mask[row, width - len(ids):] = 1
         new = self._generate(input_ids, attention_mask, max_new_tokens, temperature, top_p, seed,
-                             self.stop_ids(stop), on_step).tolist()
+                             self.stop_ids(stop), on_step, no_repeat_ngram).tolist()
         return [self.until_eos(row) for row in new]
 
     def until_eos(self, ids: list[int]) -> list[int]:
@@ -135,7 +157,8 @@ class LocalBackend(Backend):
         for batch_no, start in enumerate(range(0, len(rows), self.batch_size)):
             batch = rows[start:start + self.batch_size]
             new = self.generate_ids([prompts[i] for i, _ in batch], params.max_new_tokens, params.temperature,
-                                    params.top_p, params.seed + batch_no, params.stop)
+                                    params.top_p, params.seed + batch_no, params.stop,
+                                    no_repeat_ngram=params.no_repeat_ngram)
             for (i, _), ids in zip(batch, new):
                 texts[i].append(truncate_at_stop(self.decode(ids), params.stop)[0])
                 if len(texts[i]) == copies:

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moecoder.errors import UserError
-from moecoder.generate.local import LocalBackend, StepCallback, special_token_ids, token_text, weights_sha256
+from moecoder.generate.local import (LocalBackend, StepCallback, ban, repeated_ngram_bans, special_token_ids, token_text,
+                                     weights_sha256)
 
 
 @contextmanager
@@ -30,6 +31,34 @@ def watch_steps(model, on_step: StepCallback | None):
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def blocking_repeats(model, n: int):
+    """Forbid repeating an n-gram of the generated ids while model.generate runs (it takes no logits processor):
+    a pre-hook collects the ids fed back each step, a forward hook bans tokens in the last position's logits."""
+    if n < 2:
+        yield
+        return
+    fed = []  # per decoding step, the ids fed back: the tokens sampled one step before
+
+    def collect(module, args, kwargs):
+        if collect.forwards:
+            fed.append(args[0][:, 0].tolist())
+        collect.forwards += 1
+
+    def mask(module, args, kwargs, output):
+        if fed:  # in place: generate runs without autograd and reads only the last position
+            ban(output[:, -1], repeated_ngram_bans([list(ids) for ids in zip(*fed)], n))
+
+    collect.forwards = 0
+    handles = [model.register_forward_pre_hook(collect, with_kwargs=True),
+               model.register_forward_hook(mask, with_kwargs=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class NativeBackend(LocalBackend):
@@ -71,11 +100,12 @@ class NativeBackend(LocalBackend):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.get_vocab(with_added_tokens=True)
 
-    def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step):
+    def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step,
+                  no_repeat_ngram=0):
         import torch
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        with watch_steps(self.model, on_step):
+        with watch_steps(self.model, on_step), blocking_repeats(self.model, no_repeat_ngram):
             out = self.model.generate(input_ids.to(self.device), max_new_tokens, temperature=temperature,
                                       top_p=top_p, stop=stop_ids, eos_token_id=self.eos_ids or None,
                                       attention_mask=attention_mask.to(self.device), generator=generator)

@@ -94,6 +94,8 @@ class OpenAIBackend(Backend):
 
     def _run(self, path: str, bodies: list[dict], params: SamplingParams,
              on_result: ResultCallback | None) -> list[list[str]]:
+        if params.no_repeat_ngram:
+            raise UserError("no_repeat_ngram applies to native: and hf: models (the OpenAI API has no such parameter)")
         return asyncio.run(self._gather(path, bodies, params, on_result))
 
     async def _gather(self, path, bodies, params, on_result):

@@ -36,6 +36,7 @@ class EvalSettings:
     n: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
+    no_repeat_ngram: int = 0  # see SamplingParams; 0 = DeepSeek's plain decoding
     max_new_tokens: int = 512
     seed: int = 0
     base_url: str | None = None
@@ -63,7 +64,8 @@ class EvalSettings:
         if prompter.mode == "infill":
             max_new_tokens = min(max_new_tokens, INFILL_MAX_NEW_TOKENS)
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=max_new_tokens, seed=self.seed, stop=prompter.stop)
+                              max_new_tokens=max_new_tokens, seed=self.seed, stop=prompter.stop,
+                              no_repeat_ngram=self.no_repeat_ngram)
 
     def ks(self) -> tuple[int, ...]:
         if self.k is None:

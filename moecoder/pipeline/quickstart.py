@@ -34,6 +34,10 @@ HELDOUT_TOKENS = 16384
 # What a run of minutes trains with (measurements: benchmarks/train.md). A few dozen steps cannot spend twenty
 # warming up. HumanEval prompts with their solution run to 300-500 tokens: the context is 512 (batch 4 keeps
 # 2,048 tokens a step). FIM examples are pieces of whole lines that fit in that context, cut at line starts.
+# Greedy decoding of a model trained for minutes loops on one token ("#  #  #", runs of backticks or blank lines);
+# the quickstart forbids repeating an 8-gram of the generated text (recorded in each run's manifest; `moecoder
+# eval` decodes plainly unless --no-repeat-ngram is given, as DeepSeek evaluates).
+NO_REPEAT_NGRAM = 8
 TRAINING = {"warmup_steps": 5, "lr": 2e-3, "seq_len": 512, "batch_size": 4, "fim_unit": "line", "fim_max_chars": 1200}
 
 # Files of the standard library per minute of budget: data preparation stays near a tenth of the budget.
@@ -172,7 +176,7 @@ class Quickstart:
 
         return EvalSettings(
             model=f"native:{model_dir}", benchmarks=[benchmark], out=out, mode=mode, max_new_tokens=max_new_tokens,
-            seed=self.plan.seed, limit=limit, backend_options={"batch_size": self.plan.eval_batch_size},
+            no_repeat_ngram=NO_REPEAT_NGRAM, seed=self.plan.seed, limit=limit, backend_options={"batch_size": self.plan.eval_batch_size},
             extra_manifest={"training": {"logs": {run: str(self.plan.path(run) / "train_log.jsonl")}}})
 
     def evaluate(self, model_dir: str, mode: str, out: Path, run: str, max_new_tokens: int) -> dict:

@@ -73,6 +73,8 @@ def test_hf_backend_on_the_same_weights_gives_the_same_greedy_output(tiny_model,
     params = SamplingParams(max_new_tokens=12, stop=COMPLETION_STOP)
     assert hf.complete(prompts, params) == native.complete(prompts, params)
     assert hf.chat([ADD], SamplingParams(max_new_tokens=60)) == native.chat([ADD], SamplingParams(max_new_tokens=60))
+    blocked = SamplingParams(max_new_tokens=24, no_repeat_ngram=2)
+    assert hf.complete(prompts, blocked) == native.complete(prompts, blocked)
     assert hf.describe()["revision"] == native.describe()["revision"]
 
 
@@ -96,3 +98,17 @@ def test_infilling_builds_deepseek_coders_psm_prompt(native):
     assert ids.count(vocab[FIM_HOLE]) == 1
     middles = native.infill([("def add(a, b):\n", "\n"), ("x = ", "\n")], SamplingParams(max_new_tokens=6, stop=("\n",)))
     assert [len(m) for m in middles] == [1, 1] and all("\n" not in m[0] for m in middles)
+
+
+def test_no_repeat_ngram_forbids_repeating_generated_ngrams(native):
+    from moecoder.generate.local import repeated_ngram_bans
+
+    assert repeated_ngram_bans([[5, 6, 5], [1, 2, 3]], 2) == [[6], []]  # after 5: 6 would repeat "5 6"
+    assert repeated_ngram_bans([[7, 7, 7]], 3) == [[7]] and repeated_ngram_bans([[7]], 2) == [[]]
+    looping = native.complete(["print(add(1,"], SamplingParams(max_new_tokens=30))[0][0]
+    ids = native.encode(native.complete(["print(add(1,"], SamplingParams(max_new_tokens=30, no_repeat_ngram=2))[0][0],
+                        add_special_tokens=False)
+    assert len(set(zip(ids, ids[1:]))) == len(ids) - 1  # no bigram twice in what was generated
+    with pytest.raises(UserError, match="at least 2"):
+        SamplingParams(no_repeat_ngram=1)
+    assert looping  # plain greedy decoding still runs
