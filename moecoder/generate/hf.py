@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moecoder.errors import UserError
-from moecoder.generate.local import LocalBackend, ban, repeated_ngram_bans, special_token_ids, weights_sha256
+from moecoder.generate.local import LocalBackend, allow_only, ban, repeated_ngram_bans, special_token_ids, weights_sha256
 
 
 def _stop_criteria(stop_ids: list[list[int]]):
@@ -24,13 +24,15 @@ def _stop_criteria(stop_ids: list[list[int]]):
     return StoppingCriteriaList([StopOnIds()])
 
 
-def _no_repeat(prompt_width: int, n: int):
-    """A transformers logits processor forbidding a repeat of an n-gram of the generated ids (not the prompt's,
-    unlike transformers' no_repeat_ngram_size)."""
+def _constraints(prompt_width: int, n: int, first_allowed: list | None):
+    """A transformers logits processor: at the first step only each row's allowed ids (token healing), then no
+    repeat of an n-gram of the generated ids (not the prompt's, unlike transformers' no_repeat_ngram_size)."""
     from transformers import LogitsProcessorList
 
     def process(input_ids, scores):
-        return ban(scores, repeated_ngram_bans(input_ids[:, prompt_width:].tolist(), n))
+        if input_ids.shape[1] == prompt_width:
+            return allow_only(scores, first_allowed) if first_allowed else scores
+        return ban(scores, repeated_ngram_bans(input_ids[:, prompt_width:].tolist(), n)) if n >= 2 else scores
 
     return LogitsProcessorList([process])
 
@@ -91,8 +93,11 @@ class HFBackend(LocalBackend):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.get_vocab()
 
+    def fast_tokenizer(self):
+        return self.tokenizer.backend_tokenizer
+
     def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step,
-                  no_repeat_ngram=0):
+                  no_repeat_ngram=0, first_allowed=None):
         import torch
 
         torch.manual_seed(seed)
@@ -104,7 +109,8 @@ class HFBackend(LocalBackend):
                 max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id,
                 stopping_criteria=_stop_criteria(stop_ids) if stop_ids else None,
                 streamer=_streamer(on_step) if on_step else None,
-                logits_processor=_no_repeat(input_ids.shape[1], no_repeat_ngram) if no_repeat_ngram else None,
+                logits_processor=(_constraints(input_ids.shape[1], no_repeat_ngram, first_allowed)
+                                  if no_repeat_ngram or first_allowed else None),
                 **sampling)
         return out[:, input_ids.shape[1]:].cpu()
 

@@ -10,7 +10,7 @@ from typing import Callable
 from moecoder.generate.base import Backend, ResultCallback
 from moecoder.generate.params import SamplingParams
 from moecoder.generate.prompts import truncate_at_stop
-from moecoder.text import EOT, fim_prompt, render_chat
+from moecoder.text import EOT, TokenHealer, fim_prompt, render_chat
 
 # Called after each decoding step with the ids just sampled, one per batch row ([B] tensor).
 StepCallback = Callable[["object"], None]
@@ -53,6 +53,16 @@ def ban(logits, bans: list[list[int]]):
     return logits
 
 
+def allow_only(logits, allowed: list):
+    """logits [B, V] with every id outside a row's allowed ids at -inf (in place; rows with None untouched)."""
+    for row, ids in enumerate(allowed):
+        if ids is not None:
+            keep = logits[row, list(ids)].clone()
+            logits[row] = float("-inf")
+            logits[row, list(ids)] = keep
+    return logits
+
+
 class LocalBackend(Backend):
     """A model in this process. Subclasses load it and provide encode/decode and one batched generate;
     this class turns prompts into batches (n samples per prompt, longest first) and ids back into text."""
@@ -65,6 +75,17 @@ class LocalBackend(Backend):
 
     def __init__(self, batch_size: int = 8):
         self.batch_size = batch_size
+        self._healer = None
+
+    @abstractmethod
+    def fast_tokenizer(self):
+        """The `tokenizers.Tokenizer` behind encode/decode (token healing reads its vocabulary)."""
+
+    @property
+    def healer(self) -> TokenHealer:
+        if self._healer is None:  # decodes the whole vocabulary once
+            self._healer = TokenHealer(self.fast_tokenizer())
+        return self._healer
 
     @abstractmethod
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
@@ -76,9 +97,11 @@ class LocalBackend(Backend):
 
     @abstractmethod
     def _generate(self, input_ids, attention_mask, max_new_tokens: int, temperature: float, top_p: float,
-                  seed: int, stop_ids: list[list[int]], on_step: StepCallback | None, no_repeat_ngram: int = 0):
+                  seed: int, stop_ids: list[list[int]], on_step: StepCallback | None, no_repeat_ngram: int = 0,
+                  first_allowed: list | None = None):
         """Left-padded ids [B, T] -> new ids [B, N] (rows that finished early padded with an eos id); with
-        no_repeat_ngram > 0, no n-gram of the new ids twice (see repeated_ngram_bans)."""
+        no_repeat_ngram > 0, no n-gram of the new ids twice (see repeated_ngram_bans); first_allowed: per row,
+        None or the ids the first new token must be one of (token healing)."""
 
     # --- prompts --------------------------------------------------------------------------------------
 
@@ -129,7 +152,8 @@ class LocalBackend(Backend):
 
     def generate_ids(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                      top_p: float = 1.0, seed: int = 0, stop: tuple[str, ...] = (),
-                     on_step: StepCallback | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+                     on_step: StepCallback | None = None, no_repeat_ngram: int = 0,
+                     first_allowed: list | None = None) -> list[list[int]]:
         """One batch: prompt ids -> new ids per row, ending before the first eos id."""
         import torch
 
@@ -140,7 +164,7 @@ class LocalBackend(Backend):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention_mask[row, width - len(ids):] = 1
         new = self._generate(input_ids, attention_mask, max_new_tokens, temperature, top_p, seed,
-                             self.stop_ids(stop), on_step, no_repeat_ngram).tolist()
+                             self.stop_ids(stop), on_step, no_repeat_ngram, first_allowed).tolist()
         return [self.until_eos(row) for row in new]
 
     def until_eos(self, ids: list[int]) -> list[int]:
@@ -154,13 +178,16 @@ class LocalBackend(Backend):
         rows = sorted(((i, c) for i in range(len(prompts)) for c in range(copies)),
                       key=lambda row: (-len(prompts[row[0]]), row))  # similar lengths share a batch
         texts: list[list[str]] = [[] for _ in prompts]
+        healed = [self.healer.heal(ids) for ids in prompts] if params.heal else None
         for batch_no, start in enumerate(range(0, len(rows), self.batch_size)):
             batch = rows[start:start + self.batch_size]
-            new = self.generate_ids([prompts[i] for i, _ in batch], params.max_new_tokens, params.temperature,
-                                    params.top_p, params.seed + batch_no, params.stop,
-                                    no_repeat_ngram=params.no_repeat_ngram)
+            new = self.generate_ids([healed[i].ids if healed else prompts[i] for i, _ in batch], params.max_new_tokens,
+                                    params.temperature, params.top_p, params.seed + batch_no, params.stop,
+                                    no_repeat_ngram=params.no_repeat_ngram,
+                                    first_allowed=[healed[i].allowed for i, _ in batch] if healed else None)
             for (i, _), ids in zip(batch, new):
-                texts[i].append(truncate_at_stop(self.decode(ids), params.stop)[0])
+                text = healed[i].strip(self.decode(ids)) if healed else self.decode(ids)
+                texts[i].append(truncate_at_stop(text, params.stop)[0])
                 if len(texts[i]) == copies:
                     texts[i] *= params.n // copies
                     if on_result is not None:

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moecoder.errors import UserError
-from moecoder.generate.local import (LocalBackend, StepCallback, ban, repeated_ngram_bans, special_token_ids, token_text,
-                                     weights_sha256)
+from moecoder.generate.local import (LocalBackend, StepCallback, allow_only, ban, repeated_ngram_bans, special_token_ids,
+                                     token_text, weights_sha256)
 
 
 @contextmanager
@@ -34,26 +34,30 @@ def watch_steps(model, on_step: StepCallback | None):
 
 
 @contextmanager
-def blocking_repeats(model, n: int):
-    """Forbid repeating an n-gram of the generated ids while model.generate runs (it takes no logits processor):
-    a pre-hook collects the ids fed back each step, a forward hook bans tokens in the last position's logits."""
-    if n < 2:
+def constrained(model, no_repeat_ngram: int, first_allowed: list | None):
+    """Constrain the logits while model.generate runs (it takes no logits processor): a pre-hook collects the ids
+    fed back each step, a forward hook edits the last position's logits in place (generate runs without
+    autograd and reads only that position): the first step keeps only each row's allowed ids (token healing),
+    later steps ban repeats of a generated n-gram."""
+    if no_repeat_ngram < 2 and not first_allowed:
         yield
         return
     fed = []  # per decoding step, the ids fed back: the tokens sampled one step before
+    forwards = [0]
 
     def collect(module, args, kwargs):
-        if collect.forwards:
+        if forwards[0]:
             fed.append(args[0][:, 0].tolist())
-        collect.forwards += 1
 
-    def mask(module, args, kwargs, output):
-        if fed:  # in place: generate runs without autograd and reads only the last position
-            ban(output[:, -1], repeated_ngram_bans([list(ids) for ids in zip(*fed)], n))
+    def edit(module, args, kwargs, output):
+        if forwards[0] == 0 and first_allowed:
+            allow_only(output[:, -1], first_allowed)
+        elif fed and no_repeat_ngram >= 2:
+            ban(output[:, -1], repeated_ngram_bans([list(ids) for ids in zip(*fed)], no_repeat_ngram))
+        forwards[0] += 1
 
-    collect.forwards = 0
     handles = [model.register_forward_pre_hook(collect, with_kwargs=True),
-               model.register_forward_hook(mask, with_kwargs=True)]
+               model.register_forward_hook(edit, with_kwargs=True)]
     try:
         yield
     finally:
@@ -100,12 +104,15 @@ class NativeBackend(LocalBackend):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.get_vocab(with_added_tokens=True)
 
+    def fast_tokenizer(self):
+        return self.tokenizer
+
     def _generate(self, input_ids, attention_mask, max_new_tokens, temperature, top_p, seed, stop_ids, on_step,
-                  no_repeat_ngram=0):
+                  no_repeat_ngram=0, first_allowed=None):
         import torch
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        with watch_steps(self.model, on_step), blocking_repeats(self.model, no_repeat_ngram):
+        with watch_steps(self.model, on_step), constrained(self.model, no_repeat_ngram, first_allowed):
             out = self.model.generate(input_ids.to(self.device), max_new_tokens, temperature=temperature,
                                       top_p=top_p, stop=stop_ids, eos_token_id=self.eos_ids or None,
                                       attention_mask=attention_mask.to(self.device), generator=generator)

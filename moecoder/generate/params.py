@@ -16,7 +16,9 @@ class SamplingParams:
     `no_repeat_ngram` > 0 forbids a token that would repeat an n-gram of the generated text (the prompt is not
     counted), as transformers' no_repeat_ngram_size does over the whole sequence: greedy decoding of a weak
     model otherwise loops on one token ("#  #  #", backtick runs). 0 (DeepSeek's protocol): plain decoding.
-    native: and hf: models only.
+    `heal` (completion mode): token healing of the verbatim prompt (moecoder.text.TokenHealer): its last token
+    is taken back and the first generated token must start with that token's text; the returned text is still
+    the continuation of the prompt as given. native: and hf: models only.
     """
 
     n: int = 1
@@ -26,6 +28,7 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
     no_repeat_ngram: int = 0
+    heal: bool = False
 
     def __post_init__(self):
         # Accept any sequence (a list from JSON, a tuple from code) and store a tuple: the params stay hashable.

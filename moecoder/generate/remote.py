@@ -94,8 +94,8 @@ class OpenAIBackend(Backend):
 
     def _run(self, path: str, bodies: list[dict], params: SamplingParams,
              on_result: ResultCallback | None) -> list[list[str]]:
-        if params.no_repeat_ngram:
-            raise UserError("no_repeat_ngram applies to native: and hf: models (the OpenAI API has no such parameter)")
+        if params.no_repeat_ngram or params.heal:
+            raise UserError("no_repeat_ngram and heal apply to native: and hf: models (the OpenAI API has neither)")
         return asyncio.run(self._gather(path, bodies, params, on_result))
 
     async def _gather(self, path, bodies, params, on_result):

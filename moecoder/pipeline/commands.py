@@ -51,6 +51,8 @@ def eval_command(
     n: int = typer.Option(1, "-n", help="Samples per task."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p"),
+    prompt_boundary: str = typer.Option("strip", "--prompt-boundary", help="Completion prompts: strip (their "
+                                        "trailing whitespace, DeepSeek's protocol) or heal (verbatim, token healing)."),
     no_repeat_ngram: int = typer.Option(0, "--no-repeat-ngram", help="Forbid repeating an n-gram of the generated "
                                         "text (native:/hf:; 0 = off, DeepSeek's plain decoding)."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
@@ -74,7 +76,8 @@ def eval_command(
 
         settings = EvalSettings(
             model=model, benchmarks=[b.strip() for b in benchmark.split(",") if b.strip()], out=out, mode=mode,
-            n=n, temperature=temperature, top_p=top_p, no_repeat_ngram=no_repeat_ngram, max_new_tokens=max_new_tokens, seed=seed,
+            n=n, temperature=temperature, top_p=top_p, no_repeat_ngram=no_repeat_ngram, prompt_boundary=prompt_boundary,
+            max_new_tokens=max_new_tokens, seed=seed,
             base_url=base_url, limit=limit, datasets=_parse_datasets(dataset), k=_parse_ks(k), workers=workers,
             backend_options=_backend_options(model, batch_size, concurrency),
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 from moecoder.errors import UserError
 from moecoder.files import write_json, write_jsonl
 from moecoder.pipeline import manifest as manifests
-from moecoder.pipeline.prompting import INFILL_MAX_NEW_TOKENS, MODES, Prompter
+from moecoder.pipeline.prompting import BOUNDARIES, INFILL_MAX_NEW_TOKENS, MODES, Prompter
 from moecoder.pipeline.samples import SampleFile
 from moecoder.report.runs import results_path, samples_path
 
@@ -37,6 +37,7 @@ class EvalSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     no_repeat_ngram: int = 0  # see SamplingParams; 0 = DeepSeek's plain decoding
+    prompt_boundary: str = "strip"  # completion prompts: "strip" (DeepSeek's protocol) or "heal" (token healing)
     max_new_tokens: int = 512
     seed: int = 0
     base_url: str | None = None
@@ -54,6 +55,8 @@ class EvalSettings:
             raise UserError(f"unknown benchmark {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(BENCHMARKS)}")
         if self.mode not in MODES:
             raise UserError(f"--mode must be chat or completion, got {self.mode!r}")
+        if self.prompt_boundary not in BOUNDARIES:
+            raise UserError(f"--prompt-boundary must be strip or heal, got {self.prompt_boundary!r}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
 
@@ -65,7 +68,7 @@ class EvalSettings:
             max_new_tokens = min(max_new_tokens, INFILL_MAX_NEW_TOKENS)
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_new_tokens=max_new_tokens, seed=self.seed, stop=prompter.stop,
-                              no_repeat_ngram=self.no_repeat_ngram)
+                              no_repeat_ngram=self.no_repeat_ngram, heal=prompter.heal)
 
     def ks(self) -> tuple[int, ...]:
         if self.k is None:
@@ -124,6 +127,9 @@ class EvalRun:
         finally:
             backend.close()
 
+    def prompter(self, benchmark: str) -> Prompter:
+        return Prompter(self.settings.mode, benchmark, self.settings.prompt_boundary)
+
     def _tasks(self, benchmark) -> list:
         tasks = list(benchmark.tasks)
         if self.settings.task_ids is not None:
@@ -141,8 +147,8 @@ class EvalRun:
             "model_spec": settings.model,
             "model": previous.get("model", {"spec": settings.model}),
             "mode": settings.mode,
-            "sampling": settings.sampling(Prompter(settings.mode, "humaneval")).describe(),
-            "prompt_template": {name: Prompter(settings.mode, name).describe() for name in BENCHMARKS},
+            "sampling": settings.sampling(self.prompter("humaneval")).describe(),
+            "prompt_template": {name: self.prompter(name).describe() for name in BENCHMARKS},
             "packages": manifests.package_versions(),
             "machine": manifests.machine(),
         }
@@ -160,7 +166,7 @@ class EvalRun:
 
     def _generate(self, backend, name: str, pending: list, store: SampleFile) -> None:
         """Generate one benchmark's missing samples, recording each task as soon as it is finished."""
-        prompter = Prompter(self.settings.mode, name)
+        prompter = self.prompter(name)
         params = self.settings.sampling(prompter)
         with _progress(self.console) as progress:
             bar = progress.add_task(f"generating {name}", total=len(pending))

@@ -36,6 +36,9 @@ INFILL_STOP = ("\n",)
 INFILL_MAX_NEW_TOKENS = 64  # one line needs far fewer tokens than a function body
 
 MODES = ("chat", "completion")
+# How a completion prompt's end is handled: stripped of trailing whitespace (DeepSeek's protocol), or kept
+# verbatim with token healing (the first generated token must start with the prompt's last token's text).
+BOUNDARIES = ("strip", "heal")
 
 
 def _is_mbpp(benchmark: str) -> bool:
@@ -65,9 +68,14 @@ def first_line(middle: str) -> str:
 class Prompter:
     """The template of one mode on one benchmark: what the model sees, and how its output becomes a row."""
 
-    def __init__(self, mode: str, benchmark: str):
+    def __init__(self, mode: str, benchmark: str, boundary: str = "strip"):
         self.benchmark = benchmark
         self.mode = "infill" if benchmark in INFILL_BENCHMARKS else mode
+        self.boundary = boundary
+
+    @property
+    def heal(self) -> bool:
+        return self.mode == "completion" and self.boundary == "heal"
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -82,9 +90,10 @@ class Prompter:
             instruction = MBPP_INSTRUCTION if _is_mbpp(self.benchmark) else humaneval_instruction("{prompt}")
             return {"mode": "chat", "user_message": instruction, "code": "extract_code(reply, entry_point)"}
         prompt = MBPP_DOCSTRING_PROMPT if _is_mbpp(self.benchmark) else "{prompt}"
+        boundary = ("kept, with token healing (first token starts with the prompt's last token's text)" if self.heal
+                    else "stripped (DeepSeek-Coder's protocol)")
         return {"mode": "completion", "prompt": prompt, "stop": list(self.stop),
-                "prompt_trailing_whitespace": "stripped (DeepSeek-Coder's protocol); completion relative to the "
-                                              "dataset's prompt"}
+                "prompt_trailing_whitespace": boundary + "; completion relative to the dataset's prompt"}
 
     def model_input(self, task) -> str | list[dict] | tuple[str, str]:
         """A prompt string (completion), a conversation (chat) or a (prefix, suffix) pair (infill)."""
@@ -92,8 +101,9 @@ class Prompter:
             return task.prompt, task.completion_suffix
         if self.mode == "completion":
             if _is_mbpp(self.benchmark):
-                return MBPP_DOCSTRING_PROMPT.format(prompt=task.prompt.strip())
-            return task.prompt.rstrip()
+                prompt = MBPP_DOCSTRING_PROMPT.format(prompt=task.prompt.strip())
+                return prompt + "\n" if self.heal else prompt
+            return task.prompt if self.heal else task.prompt.rstrip()
         text = MBPP_INSTRUCTION.format(prompt=task.prompt.strip()) if _is_mbpp(self.benchmark) else humaneval_instruction(task.prompt)
         return [{"role": "user", "content": text}]
 

@@ -112,3 +112,12 @@ def test_no_repeat_ngram_forbids_repeating_generated_ngrams(native):
     with pytest.raises(UserError, match="at least 2"):
         SamplingParams(no_repeat_ngram=1)
     assert looping  # plain greedy decoding still runs
+
+
+def test_healing_the_verbatim_prompt_continues_it_from_a_natural_token(tiny_model, native):
+    """"def add(a, b):\\n" ends on a lone newline; the trained text has "\\n" merged with the indentation."""
+    prompt = "def add(a, b):\n"
+    healed = native.complete([prompt], SamplingParams(max_new_tokens=8, stop=COMPLETION_STOP, heal=True))[0][0]
+    assert prompt + healed == "def add(a, b):\n    return a + b\n\n"
+    hf = make_backend(f"hf:{tiny_model}", device="cpu") if pytest.importorskip("transformers") else None
+    assert hf.complete([prompt], SamplingParams(max_new_tokens=8, stop=COMPLETION_STOP, heal=True))[0][0] == healed
