@@ -22,8 +22,8 @@ def test_humaneval_instruction_wraps_the_prompt_in_a_python_fence():
 def test_sampling_params_validate_and_describe_themselves():
     params = SamplingParams(n=5, temperature=0.8, top_p=0.95, max_new_tokens=256, seed=3, stop=["\ndef"])
     assert params.describe() == {"n": 5, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256, "seed": 3,
-                                 "stop": ["\ndef"]}
+                                 "stop": ["\ndef"], "no_repeat_ngram": 0, "heal": False}
     assert SamplingParams().greedy and not params.greedy
-    for bad in ({"n": 0}, {"temperature": -1}, {"top_p": 0}, {"max_new_tokens": 0}):
+    for bad in ({"n": 0}, {"temperature": -1}, {"top_p": 0}, {"max_new_tokens": 0}, {"no_repeat_ngram": -1}):
         with pytest.raises(UserError):
             SamplingParams(**bad)
