@@ -37,6 +37,10 @@ HELDOUT_TOKENS = 16384
 # parse and define a body; line-level FIM on pieces that fit a 512-token context filled the first holes but left
 # left-to-right code worse.
 TRAINING = {"warmup_steps": 5}
+# Greedy decoding of a model trained for minutes loops on one token ("#  #  #", runs of backticks or blank lines):
+# the quickstart forbids repeating an 8-gram of the generated text (recorded in each run's manifest; `moecoder
+# eval` decodes plainly unless --no-repeat-ngram is given, as DeepSeek evaluates).
+NO_REPEAT_NGRAM = 8
 
 # Files of the standard library per minute of budget: data preparation stays near a tenth of the budget.
 FILES_PER_MINUTE = 100
