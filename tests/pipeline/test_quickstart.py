@@ -90,9 +90,6 @@ def test_quickstart_three_minutes(quickstart):
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.xfail(strict=True, reason="issue #12 open: a minutes-old model still answers some prompts with a run of "
-                                       "one character (the instruct model's empty ``` fences, the base model's blank "
-                                       "lines); benchmarks/train.md has the measurements")
 def test_no_raw_output_is_a_run_of_one_repeated_character(quickstart):
     _, out, result = quickstart
     for model, run in (("base", "base"), ("instruct", "instruct")):
