@@ -137,8 +137,6 @@ class Worker:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        self._stderr.seek(0)
-        self.final_stderr = self._stderr.read().decode("utf-8", "replace")[-2000:]
         self._stderr.close()
 
 
