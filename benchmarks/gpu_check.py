@@ -129,29 +129,13 @@ def check_compile(device: torch.device, plan: dict, scratch: Path) -> dict:
             "ok": forward_error <= 1e-4 and bool(torch.equal(tokens, tokens_compiled))}
 
 
-def saved_bytes(model: Transformer, ids: torch.Tensor) -> int:
-    """Bytes autograd keeps for the backward of forward + loss (each storage once, weights excluded)."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        F.cross_entropy(model(ids).float().flatten(0, 1), ids.flatten())
-    return sum(saved.values())
-
-
 def check_activations(device: torch.device, plan: dict, scratch: Path) -> dict:
     fields = dict(TINY, vocab_size=1024, hidden_size=128, moe_intermediate_size=128)
     config = ModelConfig(**fields)
     ids = torch.randint(0, fields["vocab_size"], (4, 128), generator=torch.Generator().manual_seed(3)).to(device)
     result = {"attention": plan["attention"]}
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
-        measured = saved_bytes(build(fields).to(device, dtype).train(), ids)
+        measured = accounting.measured_activation_bytes(build(fields).to(device, dtype).train(), ids)
         predicted = ids.numel() * accounting.activation_bytes_per_token(config, ids.shape[1], name, plan["attention"])
         result[name] = {"measured": measured, "predicted": predicted, "ratio": measured / predicted}
     result["ok"] = abs(result["float32"]["ratio"] - 1) < 0.01

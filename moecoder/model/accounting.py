@@ -1,4 +1,5 @@
-"""Parameter, FLOP and KV-cache accounting straight from a ModelConfig (no model is built; no torch import).
+"""Parameter, FLOP and KV-cache accounting straight from a ModelConfig (no model is built; no torch import,
+except inside `measured_activation_bytes`, the measurement the activation formula is checked against).
 
 Conventions (stated so numbers can be compared):
 - total params: every weight, embeddings and LM head included (the router's correction bias is a buffer, not
@@ -161,6 +162,32 @@ def activation_bytes_per_token(c: ModelConfig, seq_len: int, dtype: str = "bfloa
     """Bytes of saved activations per token of a micro-batch (see activation_elements_per_token)."""
     e = activation_elements_per_token(c, seq_len, attention)
     return e["float"] * DTYPE_BYTES[dtype] + 4 * e["fp32"] + 8 * e["int64"]
+
+
+def measured_activation_bytes(model, ids) -> int:
+    """Bytes autograd keeps for the backward of `model(ids)` plus a float32 cross-entropy loss on `ids`: the
+    measurement that `activation_bytes_per_token` predicts (x ids.numel()).
+
+    model: a moecoder Transformer in train mode, returning logits [B, T, vocab]; ids: int64 [B, T] on its
+    device. Units: bytes. Source: every tensor that torch.autograd.graph.saved_tensors_hooks hands to its pack
+    hook, each underlying storage counted once at its full size, the model's parameters excluded (they are
+    weights, counted by `memory_per_gpu`, not activations). Imports torch when called.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        F.cross_entropy(model(ids).float().flatten(0, 1), ids.flatten())
+    return sum(saved.values())
 
 
 def memory_per_gpu(c: ModelConfig, ep: int = 1, fsdp: int = 1, dp: int = 1, seq_len: int = 4096,

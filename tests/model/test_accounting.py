@@ -92,27 +92,6 @@ def test_stats_command_rejects_bad_input(tmp_path):
 
 
 # --- training memory per GPU ---------------------------------------------------------------------
-def saved_activation_bytes(config: ModelConfig, batch: int, seq_len: int) -> int:
-    """Bytes autograd keeps for the backward of a real forward + loss (each storage once, weights excluded)."""
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    model = Transformer(config).train()
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    ids = torch.randint(0, config.vocab_size, (batch, seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        F.cross_entropy(model(ids).float().flatten(0, 1), ids.flatten())
-    return sum(saved.values())
-
-
 SMALL = dict(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
              kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, n_routed_experts=8,
              num_experts_per_tok=2, moe_intermediate_size=40, first_k_dense_replace=1)
@@ -131,7 +110,9 @@ def test_activation_figure_matches_a_measured_run(layout, batch, seq_len):
     """float32 on CPU (MLA takes PyTorch's math attention there); a few bytes per layer are not per token."""
     config = ModelConfig(**SMALL_LAYOUTS[layout])
     predicted = batch * seq_len * accounting.activation_bytes_per_token(config, seq_len, "float32", "math")
-    measured = saved_activation_bytes(config, batch, seq_len)
+    torch.manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len))
+    measured = accounting.measured_activation_bytes(Transformer(config).train(), ids)
     assert abs(measured - predicted) <= 128, (measured, predicted)
 
 
