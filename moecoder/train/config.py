@@ -51,7 +51,9 @@ class TrainConfig:
     fim_rate: float = 0.5
     fim_spm_rate: float = 0.0  # share of FIM documents in SPM order (the rest PSM)
     fim_unit: str = "char"  # FIM cut points at any character, or at line starts ("line": the middle is whole lines)
-    fim_max_chars: int | None = None  # FIM on pieces of whole lines of at most this many characters (None: whole files)
+    # FIM on pieces of whole lines of at most this many characters, each placed inside one training window
+    # (None: FIM on whole files)
+    fim_max_chars: int | None = None
     seq_len: int = 256
     # optimisation
     batch_size: int = 8  # sequences per micro-step, over all processes

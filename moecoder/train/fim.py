@@ -10,7 +10,9 @@ each piece is tokenized on its own, so the example decodes back to exactly the o
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from moecoder.text import FIM_BEGIN, FIM_END, FIM_HOLE, CoderTokenizer
 
@@ -106,3 +108,39 @@ class FimEncoder:
         else:
             body = [tok.fim_begin_id, *prefix, tok.fim_hole_id, *suffix, tok.fim_end_id, *middle]
         return [tok.bos_id, *body, tok.eos_id]
+
+
+def within_windows(examples: Iterable[list[int]], seq_len: int, whole) -> Iterator[list[int]]:
+    """Reorder and cut a stream of token lists so that every example `whole(ids)` is true of (FIM examples)
+    lies inside one training window, without padding.
+
+    Training sequences are the fixed windows tokens[j*seq_len : (j+1)*seq_len + 1] of the packed stream (see
+    moecoder.train.packing), so an example of n tokens starting at a random offset is cut in two with
+    probability about n / seq_len, and a FIM example cut in two is prefix and suffix without their middle, or a
+    middle without its context. Here such an example waits until the current window is filled up to its end
+    with the head of the next other (left-to-right) document; the rest of that document starts the next window,
+    where it would have been cut anyway. Examples longer than a window, and any still waiting when no other
+    document follows, are passed through as they are. Every token is kept, in documents of their own."""
+    used, waiting = 0, deque()  # tokens in the current window; FIM examples waiting for a window with room
+
+    def emit(ids):
+        nonlocal used
+        used = (used + len(ids)) % seq_len
+        return ids
+
+    for ids in examples:
+        if whole(ids) and len(ids) <= seq_len:
+            if waiting or len(ids) > seq_len - used:
+                waiting.append(ids)
+            else:
+                yield emit(ids)
+            continue
+        while ids and waiting:
+            if len(waiting[0]) <= seq_len - used:
+                yield emit(waiting.popleft())
+            else:
+                head, ids = ids[:seq_len - used], ids[seq_len - used:]
+                yield emit(head)
+        if ids:
+            yield emit(ids)
+    yield from waiting

@@ -13,11 +13,11 @@ from moecoder.files import write_json
 from moecoder.text import CoderTokenizer, load_tokenizer, train_tokenizer
 from moecoder.train.config import TrainConfig, load_config
 from moecoder.train.corpus import build_corpus
-from moecoder.train.fim import FimEncoder
+from moecoder.train.fim import FimEncoder, within_windows
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
 DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "decontaminate", "mbpp_path",
-               "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seed")
+               "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seq_len", "seed")
 
 
 @dataclass
@@ -59,8 +59,10 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     log(f"tokenizer: {tokenizer.vocab_size} tokens")
     fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed, max_chars=cfg.fim_max_chars,
                      unit=cfg.fim_unit)
-    train = write_shards((ids for doc in corpus.train for ids in fim.encode(doc.text)), root / "train",
-                         tokenizer.vocab_size)
+    examples = (ids for doc in corpus.train for ids in fim.encode(doc.text))
+    if cfg.fim_max_chars:  # pieces meant to fit the context: each FIM example in one training window
+        examples = within_windows(examples, cfg.seq_len, lambda ids: ids[1:2] == [tokenizer.fim_begin_id])
+    train = write_shards(examples, root / "train", tokenizer.vocab_size)
     plain = FimEncoder(tokenizer, rate=0.0)
     heldout = write_shards((ids for doc in corpus.heldout for ids in plain.encode(doc.text)), root / "heldout",
                            tokenizer.vocab_size)

@@ -73,3 +73,24 @@ def test_line_level_splits_cut_at_line_starts():
         assert split.prefix + split.middle + split.suffix == text
         assert split.prefix == "" or split.prefix.endswith("\n")
         assert split.middle == "" or split.middle.endswith("\n")
+
+
+def test_fim_examples_are_placed_inside_one_training_window():
+    from moecoder.train.fim import within_windows
+
+    seq_len, fim = 16, lambda ids: ids[0] == -1
+    plain = [list(range(100 * d, 100 * d + n)) for d, n in enumerate([23, 5, 40, 9, 31])]
+    pieces_ = [[-1] + [-2] * n for n in (7, 12, 15, 3)]
+    stream = [plain[0], pieces_[0], pieces_[1], plain[1], plain[2], pieces_[2], plain[3], pieces_[3], plain[4]]
+    out = list(within_windows(stream, seq_len, fim))
+    starts, offset = [], 0
+    for ids in out:
+        starts.append(offset)
+        offset += len(ids)
+    placed = [(s, ids) for s, ids in zip(starts, out) if fim(ids)]
+    assert sorted(ids for _, ids in placed) == sorted(pieces_)
+    assert all(s // seq_len == (s + len(ids) - 1) // seq_len for s, ids in placed)
+    # every other token kept, in order
+    assert [t for ids in out if not fim(ids) for t in ids] == [t for ids in plain for t in ids]
+    # nothing to fill the window with: passed through
+    assert list(within_windows([[-1] * 10, [-1] * 10], seq_len, fim)) == [[-1] * 10, [-1] * 10]
