@@ -9,7 +9,9 @@ import typer
 
 from moecoder.errors import exit_on_user_error
 
-# Options both commands share.
+# Options both commands share, listed after each command's own (each gives --out its own default).
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory: checkpoints/, train_log.jsonl, "
+                                   "summary.json, the trained model in OUT/model (and train's data/).")]
 Steps = Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides the config; 0 = no step limit).")]
 Minutes = Annotated[Optional[float], typer.Option(help="Time budget in minutes (overrides the config).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")]
@@ -22,8 +24,7 @@ def register(app: typer.Typer) -> None:
     def train(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or JSON training config "
                                               "(keys of moecoder.train.TrainConfig; its model table holds ModelConfig fields)."),
-        out: Path = typer.Option(Path("runs/pretrain"), "--out", "-o", help="Run directory (data, checkpoints, "
-                                 "train_log.jsonl, summary.json, model/)."),
+        out: Out = Path("runs/pretrain"),
         steps: Steps = None,
         minutes: Minutes = None,
         resume: Resume = False,
@@ -47,12 +48,11 @@ def register(app: typer.Typer) -> None:
                                    "tokenizer.json): ours or a downloaded DeepSeek-Coder checkpoint."),
         data: Optional[Path] = typer.Option(None, "--data", "-d", help="JSONL of {instruction, output} or "
                                             "{messages}; default: the built-in set derived from the stdlib."),
-        out: Path = typer.Option(Path("runs/sft"), "--out", "-o", help="Run directory; the tuned model goes "
-                                 "to OUT/model."),
+        mbpp: Optional[Path] = typer.Option(None, help="Local mbpp.jsonl for decontaminating the built-in set."),
+        out: Out = Path("runs/sft"),
         steps: Steps = None,
         minutes: Minutes = None,
         resume: Resume = False,
-        mbpp: Optional[Path] = typer.Option(None, help="Local mbpp.jsonl for decontaminating the built-in set."),
         overrides: Overrides = [],
     ):
         """Instruction-tune with the DeepSeek-Coder instruct template; loss on response tokens only (default 200 steps)."""
