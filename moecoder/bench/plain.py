@@ -376,6 +376,13 @@ _UNWRAP = {tag: (kind, base) for kind, (tag, base) in _WRAPPED.items()}
 _KINDS = {ord("e"): set, ord("z"): frozenset}
 
 
+def _still_open(frame, value):
+    """Add a finished item to its open container; True while the container waits for more."""
+    frame[1].append(value)
+    frame[2] -= 1
+    return frame[2] > 0
+
+
 class _Reader:
     """A parser for one message: a loop over an explicit stack of open containers (no recursion, so
     the depth cap, not the caller's stack, bounds nesting). Readers take a position and return
@@ -425,10 +432,7 @@ class _Reader:
                 value, pos = read(self, pos + 1)
                 if not stack:
                     return value, pos
-                frame = stack[-1]
-                frame[1].append(value)
-                frame[2] -= 1
-                if frame[2]:
+                if _still_open(stack[-1], value):
                     continue
             # stack[-1] has all its items: close it, and every parent it completes.
             while True:
@@ -441,10 +445,7 @@ class _Reader:
                 value = _build(frame)
                 if not stack:
                     return value, pos
-                parent = stack[-1]
-                parent[1].append(value)
-                parent[2] -= 1
-                if parent[2]:
+                if _still_open(stack[-1], value):
                     break
 
     def items(self, pos, depth):
