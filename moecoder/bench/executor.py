@@ -123,12 +123,19 @@ class Worker:
         return self._stderr.read().decode("utf-8", "replace").strip()
 
     def close(self) -> None:
+        self.hang_up()
+        self.wait_closed()
+
+    def hang_up(self) -> None:
+        """Close the pipes: the judge then closes its jail and the jail's cgroups, and exits."""
         for fd in (self._to_judge, self._from_judge):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        # The judge closes its jail and the jail's cgroups when its input ends; mid-job, when told to stop.
+
+    def wait_closed(self) -> None:
+        """Wait for the judge to exit after `hang_up`; mid-job, tell it to stop, then kill it."""
         for stop, seconds in ((None, 2), (self.process.terminate, 10), (self.process.kill, None)):
             if stop:
                 stop()
@@ -260,8 +267,10 @@ class Executor:
                         "cpu_seconds": None})
 
     def close(self) -> None:
+        for worker in self._workers:  # every judge cleans up at once
+            worker.hang_up()
         for worker in self._workers:
-            worker.close()
+            worker.wait_closed()
         self._workers = []
 
 

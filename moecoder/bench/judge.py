@@ -40,6 +40,7 @@ from moecoder.bench.jail import Jail, JailPolicy, Limits, harden_self
 ZYGOTE_SOURCE = Path(__file__).with_name("plain.py").read_text() + "\n" + Path(__file__).with_name("zygote.py").read_text()
 STARTUP_SECONDS = 30.0
 GRACE_SECONDS = 2.0  # for the zygote to end a job once told to
+CPU_POLL_FLOOR = 0.0005  # seconds: the shortest wait between reads of the cgroup's CPU time
 BATCH_INPUTS = 64  # HumanEval+ inputs per message
 ANSWER_CAP = 64 << 20  # bytes of one answer (HumanEval+'s largest honest output is ~8 MB); larger is a failure
 # Decoding can cost a multiple of an answer's bytes (a list of empty lists: ~20x), so the judge's own
@@ -172,7 +173,9 @@ class Conversation:
             left = self.limits["cpu_seconds"] - used
             if left <= 0:
                 self._stop("cpu")
-            wait = min(wait, max(left / (os.cpu_count() or 1), 0.002))
+            # The tree cannot use more than `left` before this wait ends; the floor bounds the
+            # overshoot at a timeout (floor x CPUs, plus the kill) at the cost of a few more reads.
+            wait = min(wait, max(left / (os.cpu_count() or 1), CPU_POLL_FLOOR))
         return wait
 
     def _stop(self, why: str):
