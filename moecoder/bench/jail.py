@@ -172,7 +172,7 @@ def create_cgroup(name: str, limits: Limits) -> Cgroup | None:
     if all(c in mounts for c in ("memory", "pids", "cpuacct")):
         directories = {c: mounts[c] / own[c].lstrip("/") / name for c in ("memory", "pids", "cpuacct")}
         settings = {("memory", "memory.limit_in_bytes"): limits.memory_bytes + limits.tmpfs_bytes,
-                    ("pids", "pids.max"): limits.processes + 4}  # + bwrap's init, the zygote, setpriv's exec
+                    ("pids", "pids.max"): limits.processes + 4}  # + the bubblewraps, setpriv's exec, the zygote
         version = 1
     elif "" in mounts and {"memory", "pids"} <= set(_v2_controllers(mounts[""] / own[""].lstrip("/"))):
         base = mounts[""] / own[""].lstrip("/")
@@ -289,7 +289,9 @@ def package_paths(names: tuple[str, ...]) -> dict[str, str]:
 
 def jail_command(policy: JailPolicy, limits: Limits, seccomp_fd: int | None, command: list[str]) -> list[str]:
     """The full command line that runs `command` in the jail."""
-    inner = [BWRAP, "--unshare-user", "--unshare-pid", "--die-with-parent", "--new-session"]
+    # --as-pid-1: the zygote is the namespace's init. bubblewrap's own init would be a process of the
+    # program's uid that is dumpable: a program could rewrite it through /proc/1/mem and outlive its job.
+    inner = [BWRAP, "--unshare-user", "--unshare-pid", "--as-pid-1", "--die-with-parent", "--new-session"]
     if policy.disable_userns:
         inner += ["--disable-userns"]
     if policy.drop_capabilities:

@@ -41,6 +41,7 @@ ZYGOTE_SOURCE = Path(__file__).with_name("plain.py").read_text() + "\n" + Path(_
 STARTUP_SECONDS = 30.0
 GRACE_SECONDS = 2.0  # for the zygote to end a job once told to
 CPU_POLL_FLOOR = 0.0005  # seconds: the shortest wait between reads of the cgroup's CPU time
+NAME_CHARS, MESSAGE_CHARS = 100, 500  # of a program's exception, as verdicts show it
 BATCH_INPUTS = 64  # HumanEval+ inputs per message
 ANSWER_CAP = 64 << 20  # bytes of one answer (HumanEval+'s largest honest output is ~8 MB); larger is a failure
 # Decoding can cost a multiple of an answer's bytes (a list of empty lists: ~20x), so the judge's own
@@ -60,11 +61,21 @@ class Stopped(BaseException):
 
 
 class ProgramRaised(Exception):
-    """The program raised while answering a call; its type name and message are untrusted text."""
+    """The program raised while answering a call; its type name and message are untrusted text,
+    cut here (the program's side cuts them too, but it is the program's)."""
 
     def __init__(self, name: str, message: str):
+        name, message = storable(name[:NAME_CHARS]), storable(message[:MESSAGE_CHARS])
         super().__init__(f"{name}: {message}" if message else name)
         self.name, self.message = name, message
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> "ProgramRaised":
+        """From a RAISED frame: [type name, message], both str; ValueError for anything else."""
+        raised = plain.decode(payload)
+        if type(raised) is not list or len(raised) != 2 or not all(type(text) is str for text in raised):
+            raise ValueError("a malformed exception")
+        return cls(*raised)
 
 
 class SandboxLost(Exception):
@@ -229,10 +240,11 @@ class Conversation:
                     payload = None  # free it before anything else runs
                     raise ProgramRaised("AnswerTooLarge", "the answer does not fit in the judge's memory") from None
             if kind == RAISED:
-                name, message = plain.decode(payload)
-                raise ProgramRaised(str(name), str(message))
+                raise ProgramRaised.from_payload(payload)
             if kind == NOT_PLAIN:
-                raise ProgramRaised("NotPlainData", f"a {plain.decode(payload)} is not plain data")
+                name = plain.decode(payload)
+                raise ProgramRaised("NotPlainData", f"a {name[:NAME_CHARS] if type(name) is str else '?'} "
+                                                    "is not plain data")
         except ValueError:
             pass
         raise ProgramRaised("ProtocolError", "the program's process sent a malformed answer")
@@ -259,7 +271,12 @@ def describe(exc: BaseException) -> str:
     else:
         name, message = type(exc).__name__, str(exc)
     first = message.splitlines()[0][:200] if message else ""
-    return f"{name}: {first}" if first else name
+    return storable(f"{name}: {first}" if first else name)
+
+
+def storable(text: str) -> str:
+    """`text` with each lone surrogate (no UTF-8 form: SQLite and JSON writers refuse it) as "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def run_code_tests(conversation: Conversation, suite: dict, details: bool) -> list:
@@ -398,8 +415,7 @@ class Judge:
         try:
             kind, payload = conversation.receive()  # the program ran, or raised (did not compile, too)
             if kind == RAISED:
-                name = plain.decode(payload)[0] if payload else "?"
-                return {"outcome": "error", "reason": str(name), "details": None}
+                return {"outcome": "error", "reason": ProgramRaised.from_payload(payload).name, "details": None}
             if suite["kind"] == "call":  # one call, its value returned as is (the start-up probe)
                 value = Proxy(conversation, suite["name"])(*suite["args"])
                 return {"outcome": "collected", "outputs": plain.encode(value),
@@ -468,7 +484,8 @@ def main() -> None:
     harden_self()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the executor's stop: close the jail on the way out
     resource.setrlimit(resource.RLIMIT_DATA, (JUDGE_DATA_BYTES, JUDGE_DATA_BYTES))
-    sys.set_int_max_str_digits(0)
+    # Python's default bound on int <-> str conversion stays: the tests build messages such as
+    # HumanEval/77's `str(candidate(1))`, quadratic in the digits of whatever the program answers.
     judge = Judge(JailPolicy(**{k: tuple(v) if k == "packages" else v for k, v in setup["policy"].items()}),
                   Limits(**setup["limits"]), setup["name"], setup["namespaced"])
     try:

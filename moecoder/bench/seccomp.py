@@ -12,7 +12,8 @@ reaching the harness:
 - ``REFUSED`` (errno ``EPERM``): mounts and root changes, access to other
   processes (ptrace, process_vm_*, kcmp, pidfd_getfd), namespaces (unshare,
   setns), kernel keyrings, eBPF, perf, userfaultfd, io_uring (its requests
-  bypass seccomp), SysV IPC (it outlives the job), and machine administration
+  bypass seccomp), SysV IPC and POSIX message queues, extended attributes (both
+  would outlive the job), and machine administration
   (modules, kexec, reboot, swap, clocks, accounting, quotas, I/O ports, file
   handles, the kernel log).
 - ``clone`` with any namespace flag (``EPERM``); ``clone3`` fails with
@@ -58,6 +59,10 @@ REFUSED: tuple[str, ...] = (
     # SysV IPC; `ipc` multiplexes them where the architecture has it
     "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop",
     "semctl", "msgget", "msgsnd", "msgrcv", "msgctl", "ipc",
+    # state that would outlive a job in the jail: POSIX message queues (its IPC namespace lasts as
+    # long as the jail) and extended attributes (of /tmp, which the zygote keeps across jobs)
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     # machine administration
     "kexec_load", "kexec_file_load", "init_module", "finit_module",
     "delete_module", "reboot", "swapon", "swapoff", "syslog", "acct",

@@ -48,6 +48,7 @@ PROCESS_COUNT_INTERVAL = 0.05  # seconds between process counts while a job runs
 MIN_WAIT = 0.0005
 CLEAN_SECONDS = 2.0  # longer than this to empty /tmp: give up, the judge replaces the jail
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 CHILD_DEFAULT_SIGNALS = tuple(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE))
 FRAME = struct.Struct("<I")
 
@@ -187,13 +188,13 @@ def _clock_seconds(clock):
 
 
 def _process_count():
-    """Processes in this PID namespace besides bubblewrap's init and the zygote."""
-    return sum(name.isdigit() for name in os.listdir("/proc")) - 2
+    """Processes in this PID namespace besides the zygote (its init: bubblewrap runs it as pid 1)."""
+    return sum(name.isdigit() for name in os.listdir("/proc")) - 1
 
 
 def _kill_job(pid):
-    """Send SIGKILL to every process of the job: in the jail, kill(-1) reaches every process of its
-    PID namespace but init and the zygote; without one (--sandbox rlimits), the child's process group."""
+    """Send SIGKILL to every process of the job: in the jail, kill(-1) from its init reaches every other
+    process of its PID namespace; without one (--sandbox rlimits), first the child's process group."""
     try:
         if NAMESPACED:
             os.kill(-1, signal.SIGKILL)
@@ -203,14 +204,45 @@ def _kill_job(pid):
         pass
 
 
+def _reap():
+    """Collect every child that has exited: orphans of a job become the zygote's children (it is the
+    jail's init, and a subreaper without a jail)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _children():
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as listing:
+            return [int(pid) for pid in listing.read().split()]
+    except OSError:
+        return []
+
+
 def _kill_the_rest():
-    """After the child is reaped: kill(-1) until no process but init and the zygote is left
-    (a process forking as fast as it is killed needs several rounds; zombies until init reaps them)."""
+    """After the child is reaped: kill and reap until no process but the zygote is left (a process
+    forking as fast as it is killed needs several rounds). In the jail kill(-1) reaches them all;
+    without one, a process in a session of its own escapes the process group, but as the zygote is a
+    subreaper every descendant of the job becomes its child once its parent is killed."""
     for _ in range(5000):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+        _reap()
+        if NAMESPACED:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+        else:
+            children = _children()
+            if not children:
+                return
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         time.sleep(0.001)
 
 
@@ -251,13 +283,22 @@ def _clear(top, deadline):
 
 
 def _fresh_tmp():
-    """/tmp holding only an empty, private work directory; False when it cannot be made so."""
-    if _tmp_is_clean():
-        return True
-    if not _clear(TMP, time.monotonic() + CLEAN_SECONDS):
+    """/tmp holding only an empty, private work directory, both with the mode and times they had when
+    the jail started (a program may change those of /tmp, and the next one could read them); False when
+    it cannot be made so."""
+    if not _tmp_is_clean():
+        if not _clear(TMP, time.monotonic() + CLEAN_SECONDS):
+            return False
+        os.mkdir(WORKDIR, 0o700)
+        if not _tmp_is_clean():
+            return False
+    try:
+        os.chmod(TMP, TMP_MODE)
+        for path in (TMP, WORKDIR):
+            os.utime(path, ns=(0, 0))
+    except OSError:
         return False
-    os.mkdir(WORKDIR, 0o700)
-    return _tmp_is_clean()
+    return True
 
 
 class Job:
@@ -293,8 +334,7 @@ class Job:
         _kill_job(pid)
         if self.status is None:
             _, self.status, self.usage = os.wait4(pid, 0)
-        if NAMESPACED:
-            _kill_the_rest()
+        _kill_the_rest()
         cpu = self.usage.ru_utime + self.usage.ru_stime
         return {"compiled": True, "status": self.status, "why": self.why, "cpu_seconds": cpu,
                 "clean": _fresh_tmp()}
@@ -357,19 +397,22 @@ def _send(control, message):
 def _harden():
     import ctypes
 
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # a job's orphans come to the zygote (see _kill_the_rest)
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]  # not needed again: freed, so forks copy less
 
 
 def main():
-    global NAMESPACED, TMP, WORKDIR
+    global NAMESPACED, TMP, WORKDIR, TMP_MODE
     control = socket.socket(fileno=int(sys.argv[1]))
     NAMESPACED, TMP = sys.argv[2] == "jail", sys.argv[3]
     WORKDIR = os.path.join(TMP, "work")
     sys.path.append(SITE)
     sys.set_int_max_str_digits(0)
     _harden()
+    TMP_MODE = stat.S_IMODE(os.stat(TMP).st_mode)
     ok = _fresh_tmp()
     gc.collect()
     gc.freeze()  # forks then leave the warm heap alone: no collector pass copies its pages
@@ -386,7 +429,7 @@ def main():
         _send(control, Job(control, header, fds).run())
 
 
-NAMESPACED, TMP, WORKDIR = True, "/tmp", "/tmp/work"
+NAMESPACED, TMP, WORKDIR, TMP_MODE = True, "/tmp", "/tmp/work", 0o755
 
 if __name__ == "__main__":
     try:

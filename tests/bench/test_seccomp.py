@@ -58,6 +58,10 @@ ARGS: dict[str, tuple] = {
     "shmctl": (-1, IPC_STAT, 0), "semget": (IPC_PRIVATE, 1, IPC_CREAT | 0o600), "semop": (-1, 0, 0),
     "semtimedop": (-1, 0, 0, 0), "semctl": (-1, 0, IPC_STAT, 0), "msgget": (IPC_PRIVATE, IPC_CREAT | 0o600),
     "msgsnd": (-1, 0, 0, 0), "msgrcv": (-1, 0, 0, 0, 0), "msgctl": (-1, IPC_STAT, 0), "ipc": (0, 0, 0, 0, 0, 0),
+    "mq_open": (0, 0, 0, 0), "mq_unlink": (0,), "mq_timedsend": (-1, 0, 0, 0, 0),
+    "mq_timedreceive": (-1, 0, 0, 0, 0), "mq_notify": (-1, 0), "mq_getsetattr": (-1, 0, 0),
+    "setxattr": (0, 0, 0, 0, 0), "lsetxattr": (0, 0, 0, 0, 0), "fsetxattr": (-1, 0, 0, 0, 0),
+    "removexattr": (0, 0), "lremovexattr": (0, 0), "fremovexattr": (-1, 0),
     "kexec_load": (0, 0, 0, 0), "kexec_file_load": (-1, -1, 0, 0, 0), "init_module": (0, 0, 0),
     "finit_module": (-1, 0, 0), "delete_module": (0, 0),
     "reboot": (0, 0, 0, 0),  # wrong magic numbers: EINVAL
