@@ -19,17 +19,21 @@ Limits are attack_helpers.LIMITS (1 CPU-s, 4 s wall, 512 MiB, 16 processes, an 8
 process an attack leaves behind ends itself within seconds, and the jail's close kills it first.
 """
 
+import collections
 import importlib.util
 import os
 import platform
+import random
 import signal
 import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from moecoder.bench import plain
 from moecoder.bench.datasets import load_benchmark
 from moecoder.bench.evaluate import evaluate_samples
 from moecoder.bench.executor import machine_id
@@ -377,15 +381,41 @@ def f():
 '''
 
 
+# A process that never stays one pid: it forks and exits in a loop, so a killer that reads the list of
+# children and then kills them by pid finds each one gone (bounded: 15 s).
+WALKER = r'''
+import os, socket, time
+def f():
+    if os.fork() == 0:
+        os.setsid()
+        server = socket.socket(socket.AF_UNIX)  # held by every generation: a later job can connect
+        server.bind("\0moecoder-round2-survivor")
+        server.listen(64)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                if os.fork():
+                    os._exit(0)
+            except OSError:
+                time.sleep(0.001)
+        os._exit(0)
+    time.sleep(0.1)
+    return "planted"
+'''
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: under --sandbox rlimits a process in a new session survives "
-                           "killpg and the job; without cgroups (not root) it outlives the run")
-def test_no_process_outlives_its_job_under_rlimits():
+                   reason="hole: under --sandbox rlimits a process in a new session survives killpg and the job; "
+                          "without cgroups (not root) it outlives the run")
+@pytest.mark.parametrize("survivor", ["new session", "walker"])
+def test_no_process_outlives_its_job_under_rlimits(survivor):
     limits = replace(LIMITS, processes=256)  # RLIMIT_NPROC counts every process of the uid on the host
+    # Connecting is enough: a listening socket takes connections into its backlog without accept().
+    knock = KNOCK.replace("moecoder-round2-init", "moecoder-round2-survivor").replace(
+        "return client.recv(100).decode()", 'return "still here"')
     with executor_for(sandbox="rlimits", limits=limits) as pool:
-        knock = KNOCK.replace("moecoder-round2-init", "moecoder-round2-survivor")
         assert observe(pool, knock, limits=limits) == "nobody there"  # control
-        planted = observe(pool, SURVIVOR, limits=limits)
+        planted = observe(pool, SURVIVOR if survivor == "new session" else WALKER, limits=limits)
         time.sleep(0.3)
         found = observe(pool, knock, limits=limits)
     assert found == "nobody there", f"{planted}; the next job heard {found!r}"
@@ -411,7 +441,8 @@ def _frame(kind, value):
         reason="hole: judge._converse indexes a RAISED payload that decodes to an int: TypeError kills the judge")),
     pytest.param("HumanEval+ answer", marks=pytest.mark.xfail(
         strict=True, raises=AssertionError,
-        reason="hole: Conversation.answer unpacks a RAISED payload; TypeError escapes run_io_tests and kills the judge")),
+        reason="hole: Conversation.answer unpacks a RAISED payload; TypeError escapes run_io_tests and kills "
+               "the judge")),
     "code-test answer",
 ])
 def test_malformed_frames_fail_the_program_not_the_judge(where):
@@ -500,3 +531,34 @@ def test_a_hostile_sample_cannot_poison_a_stored_calibration(tmp_path, monkeypat
     finally:
         store.close()
     assert seconds.get("HumanEval/32", 0.0) < 0.5, (seconds, [row["result"] for row in rows])
+
+
+def test_the_decoder_refuses_mutated_messages_with_value_error_only():
+    """50,000 messages mutated from honest ones (fixed seed): each decodes or raises ValueError, fast."""
+    seeds = [plain.encode(value) for value in [
+        [1, 2, 3] * 10, {"a": [1.5, None, "x"], 2: (1, 2)}, {1, 2, 3}, frozenset({(1, 2)}), [[1, 2]] * 20,
+        [(1, "a")] * 20, collections.Counter("hello"), collections.OrderedDict(a=1), collections.deque([1, 2]),
+        np.arange(6).reshape(2, 3), np.float32(1.5), np.array(["ab", "c"]), [1, 2.5] * 10, 10**30, b"xy", 1 + 2j,
+        float("nan"), "\ud800", [[[[1]]]], {"k": {"k": [1] * 20}}, [None] * 20, ["s"] * 20]]
+    rng, outcomes = random.Random(1), collections.Counter()
+    started = time.monotonic()
+    for _ in range(50_000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at, roll = rng.randrange(3, len(data) + 1), rng.random()
+            if roll < 0.5 and at < len(data):
+                data[at] = rng.randrange(256)
+            elif roll < 0.7:
+                data[at:at] = rng.randbytes(rng.randint(1, 9))
+            elif roll < 0.85:
+                del data[at:at + rng.randint(1, 8)]
+            else:
+                data[at:at + 8] = rng.choice([b"\xff" * 8, (2**32).to_bytes(8, "little"), bytes(8)])
+        try:
+            plain.decode(bytes(data))
+            outcomes["decoded"] += 1
+        except ValueError:
+            outcomes["refused"] += 1
+    # Control: the mutations reach both ends (some messages still decode, most are refused).
+    assert outcomes["decoded"] > 1000 and outcomes["refused"] > 10_000, outcomes
+    assert time.monotonic() - started < 30, "decoding mutated messages is not linear"
