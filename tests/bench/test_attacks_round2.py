@@ -431,8 +431,25 @@ def _frame(kind, value):
     while "answers" not in caller.f_locals:
         caller = caller.f_back
     payload = kind + caller.f_globals["encode"](value)
-    os.write(caller.f_locals["answers"], struct.pack("<I", len(payload)) + payload)
+    _frame_bytes(struct.pack("<I", len(payload)) + payload)
+def _frame_bytes(data):
+    caller = sys._getframe(1)
+    while "answers" not in caller.f_locals:
+        caller = caller.f_back
+    os.write(caller.f_locals["answers"], data)
 '''
+
+
+# Frames a program writes itself, and the suite it is judged by (None: f(2) == 4, f(3) == 6).
+FRAMES = {
+    "first frame": ("_frame(b'E', 5)\nos._exit(0)\n", None),
+    "HumanEval+ answer": ("def f(x):\n    _frame(b'E', 7)\n    os._exit(0)\n", IO_SUITE),
+    "code-test answer": ("def f(x):\n    _frame(b'E', 7)\n    os._exit(0)\n", None),
+    "length 2**32 - 1": ("def f(x):\n    _frame_bytes(b'\\xff\\xff\\xff\\xffR')\n    time.sleep(5)\n", None),
+    "length 0": ("def f(x):\n    _frame_bytes(bytes(4))\n    time.sleep(5)\n", None),
+    "RAN twice": ("def f(x):\n    _frame(b'K', None)\n    time.sleep(5)\n", None),
+    "unknown kind": ("def f(x):\n    _frame(b'Z', 2 * x)\n    time.sleep(5)\n", None),
+}
 
 
 @pytest.mark.parametrize("where", [
@@ -443,13 +460,12 @@ def _frame(kind, value):
         strict=True, raises=AssertionError,
         reason="hole: Conversation.answer unpacks a RAISED payload; TypeError escapes run_io_tests and kills "
                "the judge")),
-    "code-test answer",
+    *list(FRAMES)[2:],
 ])
 def test_malformed_frames_fail_the_program_not_the_judge(where):
-    program = FRAME + ("_frame(b'E', 5)\nos._exit(0)\n" if where == "first frame"
-                       else "def f(x):\n    _frame(b'E', 7)\n    os._exit(0)\n")
+    body, suite = FRAMES[where]
     with executor_for() as pool:
-        verdict = run(pool, program, IO_SUITE if where == "HumanEval+ answer" else None)
+        verdict = run(pool, FRAME + body, suite)
         # Control: a judge that died shows as a lost worker; this one is replaced and still judges.
         assert run(pool, RIGHT)["outcome"] == "passed"
     assert verdict["outcome"] == "failed" and "lost" not in verdict, verdict
