@@ -579,3 +579,36 @@ def test_the_decoder_refuses_mutated_messages_with_value_error_only():
     # Control: the mutations reach both ends (some messages still decode, most are refused).
     assert outcomes["decoded"] > 1000 and outcomes["refused"] > 10_000, outcomes
     assert time.monotonic() - started < 30, "decoding mutated messages is not linear"
+
+
+# ----------------------------------------------------------- the zygote as the jail's init
+
+# A shell's `cmd &` done 30 times, one at a time: each helper outlives its parent (so it is re-parented
+# to the jail's init) and ends at once; at most 3 processes of the program live at any moment.
+ORPHANS = '''
+import os, time
+def f(x):
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:
+            if os.fork() == 0:
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.01)
+    return 2 * x
+'''
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="hole (since dbd8aed): the zygote, now the jail's init, reaps orphans only after the job, "
+                          "so their zombies fill the pids cgroup and the process count: an honest program that "
+                          "leaves short-lived helpers fails (under bubblewrap's init it passed)")
+def test_ended_orphans_do_not_count_against_a_program():
+    with executor_for() as pool:
+        # Control: the same 30 helpers, each waited for by its parent, pass under the same limit.
+        assert run(pool, ORPHANS.replace("            os._exit(0)\n        os.waitpid",
+                                         "            os.wait()\n            os._exit(0)\n        os.waitpid"))[
+            "outcome"] == "passed"
+        verdict = run(pool, ORPHANS)
+    assert verdict["outcome"] == "passed", verdict
