@@ -130,7 +130,7 @@ def _set_limits(limits):
         ("RLIMIT_FSIZE", (limits["file_bytes"],) * 2),
         ("RLIMIT_NOFILE", (limits["open_files"],) * 2),
         ("RLIMIT_NPROC", (limits["processes"],) * 2),
-        ("RLIMIT_CORE", (0, 0)),
+        ("RLIMIT_CORE", (1, 1)),  # 1, not 0: the kernel then skips a piped core_pattern (apport...) too
     ):
         try:
             resource.setrlimit(getattr(resource, name), value)
@@ -142,6 +142,9 @@ def _child(job, code, calls, answers):
     """Runs in the forked child: never returns."""
     for signum in CHILD_DEFAULT_SIGNALS:
         _signal.signal(signum, _signal.SIG_DFL)
+    _signal.set_wakeup_fd(-1)
+    os.close(CHILD_EXITED)
+    os.close(CHILD_EXITED_WRITER)
     os.setsid()
     try:
         with open("/proc/self/oom_score_adj", "w") as adj:
@@ -204,13 +207,27 @@ def _kill_job(pid):
         pass
 
 
-def _reap():
+def _reap(job_pid=None):
     """Collect every child that has exited: orphans of a job become the zygote's children (it is the
-    jail's init, and a subreaper without a jail)."""
+    jail's init, and a subreaper without a jail), and their zombies would count against the job's
+    process limit. (status, rusage) of `job_pid` if it was among them."""
+    ended = None
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        if pid == job_pid:
+            ended = (status, usage)
+
+
+def _drain(fd):
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        while os.read(fd, 512):
             pass
-    except ChildProcessError:
+    except BlockingIOError:
         pass
 
 
@@ -224,26 +241,28 @@ def _children():
 
 def _kill_the_rest():
     """After the child is reaped: kill and reap until no process but the zygote is left (a process
-    forking as fast as it is killed needs several rounds). In the jail kill(-1) reaches them all;
-    without one, a process in a session of its own escapes the process group, but as the zygote is a
-    subreaper every descendant of the job becomes its child once its parent is killed."""
+    forking as fast as it is killed needs several rounds); False if some remain after 5,000 rounds.
+    In the jail kill(-1) reaches them all; without one, a process in a session of its own escapes the
+    process group, but as the zygote is a subreaper every descendant of the job becomes its child
+    once its parent is killed."""
     for _ in range(5000):
         _reap()
         if NAMESPACED:
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
-                return
+                return True
         else:
             children = _children()
             if not children:
-                return
+                return True
             for pid in children:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         time.sleep(0.001)
+    return False
 
 
 def _tmp_is_clean():
@@ -334,18 +353,17 @@ class Job:
         _kill_job(pid)
         if self.status is None:
             _, self.status, self.usage = os.wait4(pid, 0)
-        _kill_the_rest()
+        alone = _kill_the_rest()
         cpu = self.usage.ru_utime + self.usage.ru_stime
         return {"compiled": True, "status": self.status, "why": self.why, "cpu_seconds": cpu,
-                "clean": _fresh_tmp()}
+                "clean": _fresh_tmp() and alone}
 
     def _watch(self, pid):
         """Until the judge says "end": stop the child at its CPU limit or a fork storm, reap it when it exits."""
         limits = self.header["limits"]
-        pidfd = os.pidfd_open(pid)
         clock = _process_cpu_clock(pid)
         next_count = time.monotonic() + PROCESS_COUNT_INTERVAL
-        waiting = [self.control, pidfd]
+        waiting = [self.control, CHILD_EXITED]
         while True:
             wait = PROCESS_COUNT_INTERVAL
             if self.status is None and self.why is None:
@@ -353,9 +371,11 @@ class Job:
                 if wait <= 0:
                     self._stop("cpu", pid)
             ready, _, _ = select.select(waiting, [], [], max(wait, MIN_WAIT))
-            if pidfd in ready:
-                _, self.status, self.usage = os.wait4(pid, 0)
-                waiting.remove(pidfd)
+            if CHILD_EXITED in ready:  # the child, or an orphan of the job, exited
+                _drain(CHILD_EXITED)
+                ended = _reap(pid)
+                if ended:
+                    self.status, self.usage = ended
             if self.control in ready:
                 message = _receive(self.control)
                 if message is None:
@@ -365,7 +385,6 @@ class Job:
                 next_count = time.monotonic() + PROCESS_COUNT_INTERVAL
                 if _process_count() > limits["processes"]:
                     self._stop("processes", pid)
-        os.close(pidfd)
 
     def _stop(self, why, pid):
         self.why = why
@@ -405,7 +424,7 @@ def _harden():
 
 
 def main():
-    global NAMESPACED, TMP, WORKDIR, TMP_MODE
+    global NAMESPACED, TMP, WORKDIR, TMP_MODE, CHILD_EXITED, CHILD_EXITED_WRITER
     control = socket.socket(fileno=int(sys.argv[1]))
     NAMESPACED, TMP = sys.argv[2] == "jail", sys.argv[3]
     WORKDIR = os.path.join(TMP, "work")
@@ -413,6 +432,12 @@ def main():
     sys.set_int_max_str_digits(0)
     _harden()
     TMP_MODE = stat.S_IMODE(os.stat(TMP).st_mode)
+    # SIGCHLD wakes the watch loop through this pipe: the child and the job's orphans are reaped as
+    # they exit. SIGINT is ignored: as the jail's init, only signals it handles reach it from a program.
+    CHILD_EXITED, CHILD_EXITED_WRITER = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(CHILD_EXITED_WRITER)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ok = _fresh_tmp()
     gc.collect()
     gc.freeze()  # forks then leave the warm heap alone: no collector pass copies its pages

@@ -600,10 +600,8 @@ def f(x):
 '''
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hole (since dbd8aed): the zygote, now the jail's init, reaps orphans only after the job, "
-                          "so their zombies fill the pids cgroup and the process count: an honest program that "
-                          "leaves short-lived helpers fails (under bubblewrap's init it passed)")
+# Was a hole (since dbd8aed): the zygote, now the jail's init, reaped orphans only after the job, so their
+# zombies filled the pids cgroup and the process count; it now reaps them as they exit (SIGCHLD).
 def test_ended_orphans_do_not_count_against_a_program():
     with executor_for() as pool:
         # Control: the same 30 helpers, each waited for by its parent, pass under the same limit.
