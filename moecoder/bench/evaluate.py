@@ -114,9 +114,11 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
     warning = RLIMITS_WARNING if sandbox == "rlimits" else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    # Verdicts are reused only under the same judge, isolation, test mode and time-limit policy.
+    # Verdicts are reused only under the same judge, isolation, test mode, limits and time-limit policy.
+    bounds = ",".join(f"{name}={value}" for name, value in sorted(limits.as_dict().items())
+                      if name not in ("cpu_seconds", "wall_seconds"))  # those two: the calibrated policy
     mode = (f"{JUDGE_VERSION}/{executor.isolation}/packages={','.join(packages)}"
-            f"/{'details' if details else 'first-failure'}/cpu=max({CPU_FLOOR_SECONDS},{CPU_FACTOR}xref)")
+            f"/{'details' if details else 'first-failure'}/cpu=max({CPU_FLOOR_SECONDS},{CPU_FACTOR}xref)/{bounds}")
     try:
         verdicts = store.verdicts(mode)
         todo = {key: program for key, (_, program) in zip(keys, programs) if key not in verdicts}
@@ -145,10 +147,11 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
 
 
 def _score_exact_match(bench: Benchmark, rows: list[dict], summary: dict) -> None:
-    """Infilling: DeepSeek-Coder's exact match beside execution pass@k, on rows that hold a `completion`."""
+    """Infilling: DeepSeek-Coder's exact match beside execution pass@k, on rows whose program is built
+    from their `completion` (a row with a `solution` runs that instead: its completion is not scored)."""
     matched = []
     for row in rows:
-        if isinstance(row.get("completion"), str):
+        if isinstance(row.get("completion"), str) and not isinstance(row.get("solution"), str):
             row["exact_match"] = infilling.exact_match(row["completion"], bench.task(row["task_id"]).middle)
             matched.append(row["exact_match"])
     summary["exact_match"] = {

@@ -270,7 +270,7 @@ def describe(exc: BaseException) -> str:
         name, message = exc.name, exc.message
     else:
         name, message = type(exc).__name__, str(exc)
-    first = message.splitlines()[0][:200] if message else ""
+    first = message.partition("\n")[0][:200]  # a message can be megabytes: only its first line is cut out
     return storable(f"{name}: {first}" if first else name)
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from moecoder.bench import evaluate_samples, load_benchmark
+from moecoder.bench.jail import Limits
 from moecoder.errors import UserError
 
 from bench_data import HUMANEVAL_PLUS, MBPP, read_jsonl, shared_file, write_jsonl
@@ -75,6 +76,17 @@ def test_rows_keep_fields_and_order_and_identical_programs_run_once():
     assert [row["passed"] for row in rows] == [True, False, True, True]
     assert summary["programs"]["distinct"] == 3
     assert summary["pass_at_k"]["pass@1"]["value"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_a_verdict_is_reused_only_under_the_same_limits(moecoder_home):
+    # Needs about 100 MB: fails under 64 MiB, passes under the default 4 GiB. A verdict stored under the
+    # small limit must not be served to a run with the large one.
+    hungry = {"task_id": "HumanEval/0", "completion": "    hog = bytearray(100 << 20)\n    return any(\n"
+              "        abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"}
+    (small,), _ = evaluate_samples("humaneval", [hungry], k=(1,), limits=Limits(memory_bytes=64 << 20))
+    (large,), summary = evaluate_samples("humaneval", [hungry], k=(1,))
+    assert (small["passed"], large["passed"]) == (False, True), (small["result"], large["result"])
+    assert summary["programs"]["reused_from_store"] == 0
 
 
 def test_a_timeout_at_the_floor_is_final_only_under_the_calibrated_limit(monkeypatch, moecoder_home):

@@ -34,6 +34,15 @@ def test_reference_lines_pass_and_match_and_a_wrong_line_fails(moecoder_home):
     assert summary["exact_match"]["n"] == len(samples) and "first line" in summary["exact_match"]["what"]
 
 
+def test_exact_match_scores_only_rows_whose_completion_runs(moecoder_home):
+    task = load_benchmark(NAME).tasks[0]
+    # The solution runs (and passes); the completion beside it is not what ran, so it is not scored.
+    row = {"task_id": task.task_id, "completion": task.middle,
+           "solution": task.completion_prefix + task.middle + task.completion_suffix}
+    (scored,), summary = evaluate_samples(NAME, [row], k=(1,))
+    assert scored["passed"] and "exact_match" not in scored and summary["exact_match"]["n"] == 0
+
+
 @pytest.mark.parametrize("completion, reference, same", [
     ("    return x\n    more code\n", "        return x\n", True),  # first line, stripped
     ("\n\n  return x", "return x\n", True),
