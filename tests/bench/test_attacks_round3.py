@@ -268,3 +268,63 @@ def test_quick_orphans_do_not_count_against_a_program():
     with executor_for(limits=limits) as pool:
         verdicts = [run(pool, FAST_ORPHANS.replace("END_MIDDLE", "os._exit(0)"), limits=limits) for _ in range(3)]
     assert [(v["outcome"], v["reason"]) for v in verdicts] == [("passed", None)] * 3
+
+
+# ------------------------------------------- the zygote's own limits and scheduling (prlimit)
+
+# prlimit(2), setpriority(2) and sched_setscheduler(2) on another process need only the same uid (no
+# ptrace access, so PR_SET_DUMPABLE 0 does not stop them), and seccomp allows them. The job's child
+# lowers its parent's (the zygote's) memory and file limits, its nice value and scheduling class;
+# every later program of that worker is forked from it and inherits them: a hard limit below the
+# job's stays (zygote._set_limits keeps the stricter one). f reports which calls succeeded.
+LOWER_THE_ZYGOTE = r'''
+import os, resource
+zygote = os.getppid()
+DONE = []
+for name, value in (("memory", (resource.RLIMIT_AS, (96 << 20, 96 << 20))),
+                    ("files", (resource.RLIMIT_NOFILE, (24, 24)))):
+    try:
+        resource.prlimit(zygote, *value)
+        DONE.append(name)
+    except OSError:
+        pass
+try:
+    os.setpriority(os.PRIO_PROCESS, zygote, 19)
+    os.sched_setscheduler(zygote, os.SCHED_IDLE, os.sched_param(0))
+    DONE.append("scheduling")
+except OSError:
+    pass
+def f():
+    return DONE
+'''
+
+# What a later program gets: its limits and scheduling.
+MY_LIMITS = r'''
+import os, resource
+def f():
+    return [resource.getrlimit(resource.RLIMIT_AS)[1], resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+            os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0)]
+'''
+# An honest program that needs 200 MiB (its limit is 512 MiB).
+NEEDS_MEMORY = "def f(x):\n    block = bytearray(200 << 20)\n    return 2 * x + block[-1]\n"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_a_program_with_memory_needs_passes_in_a_fresh_worker(sandbox):
+    """Control for the hole below: the same later program passes and sees the job's own limits."""
+    with executor_for(**SANDBOXES[sandbox]) as pool:
+        assert observe(pool, MY_LIMITS)[:2] == [LIMITS.memory_bytes, LIMITS.open_files]
+        assert run(pool, NEEDS_MEMORY)["outcome"] == "passed"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.xfail(strict=True, reason="hole: a program lowers its zygote's rlimits (prlimit), nice value and "
+                                       "scheduling class; every later program of that worker inherits them "
+                                       "(an honest program needing 200 MiB fails with MemoryError)")
+def test_a_program_cannot_lower_the_limits_of_later_programs(sandbox):
+    with executor_for(**SANDBOXES[sandbox]) as pool:
+        observe(pool, LOWER_THE_ZYGOTE)  # refused, or what it changed does not reach later programs:
+        verdict = run(pool, NEEDS_MEMORY)
+        later = observe(pool, MY_LIMITS)
+    assert verdict["outcome"] == "passed", verdict
+    assert later == [LIMITS.memory_bytes, LIMITS.open_files, 0, os.SCHED_OTHER]
