@@ -20,6 +20,7 @@ leaves behind ends itself within seconds, and the test kills it first.
 
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import replace
@@ -29,7 +30,7 @@ import pytest
 
 from moecoder.bench.jail import JailPolicy
 
-from attack_helpers import LIMITS, RIGHT, executor_for, needs_bwrap, observe, run
+from attack_helpers import LIMITS, RIGHT, ROOT, executor_for, needs_bwrap, observe, run
 
 pytestmark = needs_bwrap
 NO_CGROUPS = JailPolicy(cgroups=False)  # what a harness that is not root gets under --sandbox rlimits
@@ -117,6 +118,12 @@ def test_killing_the_zygote_frees_no_process_under_rlimits(drop_box):
 
 SANDBOXES = {"jail": {}, "rlimits": {"sandbox": "rlimits", "policy": NO_CGROUPS}}
 
+
+def _limits(sandbox: str, limits=LIMITS):
+    """Under rlimits RLIMIT_NPROC counts every process of the uid on the host (the hole further down):
+    these tests, about the zygote's reaping, give it room there."""
+    return replace(limits, processes=4096) if sandbox == "rlimits" else limits
+
 # What the next program of the same worker sees of the jail's processes: the zygote and itself only.
 PROCESSES = "import os\ndef f():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
 
@@ -143,10 +150,11 @@ def f():
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_a_sigchld_storm_leaves_the_zygote_judging(sandbox):
-    with executor_for(**SANDBOXES[sandbox]) as pool:
-        assert observe(pool, STORM) > 1000  # the signals were sent (kill returned 0 for each)
+    limits = _limits(sandbox)
+    with executor_for(**SANDBOXES[sandbox], limits=limits) as pool:
+        assert observe(pool, STORM, limits=limits) > 1000  # the signals were sent (kill returned 0 for each)
         started = time.monotonic()
-        assert run(pool, RIGHT)["outcome"] == "passed"
+        assert run(pool, RIGHT, limits=limits)["outcome"] == "passed"
         assert time.monotonic() - started < 2.0
         if sandbox == "jail":
             assert len(observe(pool, PROCESSES)) == 2
@@ -181,7 +189,7 @@ def f(x):
                                           ("pass", None)])
 def test_no_status_is_lost_or_mixed_up_among_orphans(sandbox, ends, reason):
     """The child's own status decides, whatever its orphans' statuses are and however they interleave."""
-    limits = replace(LIMITS, cpu_seconds=3.0, wall_seconds=8.0)
+    limits = _limits(sandbox, replace(LIMITS, cpu_seconds=3.0, wall_seconds=8.0))
     with executor_for(**SANDBOXES[sandbox], limits=limits) as pool:
         verdict = run(pool, ORPHANS.replace("ENDS", ends), limits=limits)
         assert (verdict["outcome"], verdict["reason"]) == ("passed" if reason is None else "failed", reason)
@@ -225,14 +233,15 @@ def f():
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_a_program_that_is_a_subreaper_itself_leaves_no_process(sandbox, drop_box):
     drop = repr(str(drop_box)) if sandbox == "rlimits" else "''"
-    with executor_for(**SANDBOXES[sandbox]) as pool:
-        assert observe(pool, SUBREAPERS.replace("DROP", drop)) == [1, True]
+    limits = _limits(sandbox)
+    with executor_for(**SANDBOXES[sandbox], limits=limits) as pool:
+        assert observe(pool, SUBREAPERS.replace("DROP", drop), limits=limits) == [1, True]
         if sandbox == "jail":
             assert len(observe(pool, PROCESSES)) == 2  # the next program sees the zygote and itself
         else:
             assert (drop_box / "pid-sleeper").exists()
             assert not _alive(drop_box / "pid-sleeper")
-        assert run(pool, RIGHT)["outcome"] == "passed"
+        assert run(pool, RIGHT, limits=limits)["outcome"] == "passed"
 
 
 # A shell's `cmd &` in a loop: each helper is started through a middle process that exits at once,
@@ -317,10 +326,14 @@ def test_a_program_with_memory_needs_passes_in_a_fresh_worker(sandbox):
         assert run(pool, NEEDS_MEMORY)["outcome"] == "passed"
 
 
-@pytest.mark.parametrize("sandbox", SANDBOXES)
-@pytest.mark.xfail(strict=True, reason="hole: a program lowers its zygote's rlimits (prlimit), nice value and "
-                                       "scheduling class; every later program of that worker inherits them "
-                                       "(an honest program needing 200 MiB fails with MemoryError)")
+LOWERING = ("hole: a program lowers its zygote's rlimits (prlimit), nice value and scheduling class; every later "
+            "program of that worker inherits them (an honest program needing 200 MiB fails with MemoryError)")
+
+
+# In the jail under a harness that is not root the kernel refuses these calls on the zygote (EPERM, seen
+# as nobody; /proc/1/status reads the same there), so the mark is for a root harness only.
+@pytest.mark.parametrize("sandbox", [pytest.param("jail", marks=pytest.mark.xfail(ROOT, strict=True, reason=LOWERING)),
+                                     pytest.param("rlimits", marks=pytest.mark.xfail(strict=True, reason=LOWERING))])
 def test_a_program_cannot_lower_the_limits_of_later_programs(sandbox):
     with executor_for(**SANDBOXES[sandbox]) as pool:
         observe(pool, LOWER_THE_ZYGOTE)  # refused, or what it changed does not reach later programs:
@@ -359,13 +372,13 @@ def test_a_wrong_sample_before_a_calibration_leaves_the_run_going(tmp_path, monk
     assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
 
 
-@pytest.mark.xfail(strict=True, reason="hole: one sample lowers its zygote's RLIMIT_AS; the reference of a task "
+@pytest.mark.xfail(ROOT, strict=True, reason="hole (root harness): one sample lowers its zygote's RLIMIT_AS; the reference of a task "
                                        "calibrated later on that worker fails (MemoryError importing hashlib) and "
                                        "evaluate_samples aborts the whole run with UserError")
 def test_one_sample_cannot_stop_a_whole_run(tmp_path, monkeypatch):
     results = _evaluate_humaneval([{"task_id": "HumanEval/0", "solution": NO_ROOM_LEFT}, SPIN_162], tmp_path,
                                   monkeypatch)
-    assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
+    assert results["HumanEval/162"] == "timed out" and not results["HumanEval/0"].startswith("passed")
 
 
 # ------------------------------------------------ compiling the sample: the zygote's own memory
@@ -425,4 +438,42 @@ def test_a_numpy_program_passes_in_the_jail():
 def test_a_numpy_program_passes_under_rlimits():
     with executor_for(sandbox="rlimits") as pool:
         verdict = run(pool, USES_NUMPY)
+    assert verdict["outcome"] == "passed", verdict
+
+
+# ------------------------------------------- --sandbox rlimits: RLIMIT_NPROC counts the whole host
+
+# Without a jail, a program's RLIMIT_NPROC counts every process and thread of its uid on the host: as
+# root that is `nobody`, whose processes include every other worker's program, every bubblewrap jail's
+# processes (of this run or another) and any daemon running as nobody. Here 20 host processes of the
+# program's uid stand for them (another worker's program holding them, or a busy machine).
+FORKS_ONCE = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n" + RIGHT
+
+
+def _program_uid_sleepers(count: int):
+    argv = ["sleep", "20"]
+    if ROOT:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    return [subprocess.Popen(argv) for _ in range(count)]
+
+
+def test_a_program_that_forks_once_passes_under_rlimits():
+    """Control for the hole below: with the host as it is (fewer than 16 such processes), it passes."""
+    with executor_for(sandbox="rlimits", policy=NO_CGROUPS) as pool:
+        assert run(pool, FORKS_ONCE)["outcome"] == "passed"
+
+
+@pytest.mark.xfail(strict=True, reason="hole (verdict depends on the host): under --sandbox rlimits a program's "
+                                       "RLIMIT_NPROC (its process limit) counts every process of its uid on the "
+                                       "host: other workers' programs, other jails, daemons; with 20 of them an "
+                                       "honest program's one fork fails with EAGAIN")
+def test_other_processes_of_the_uid_do_not_count_against_a_program():
+    sleepers = _program_uid_sleepers(20)
+    try:
+        with executor_for(sandbox="rlimits", policy=NO_CGROUPS) as pool:
+            verdict = run(pool, FORKS_ONCE)
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
     assert verdict["outcome"] == "passed", verdict
