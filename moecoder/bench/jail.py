@@ -328,9 +328,9 @@ def missing_tools() -> list[str]:
 class Jail:
     """One running jail around a command, with its cgroup.
 
-    `command(mode, tmp)` gives the command line to run, told whether it is jailed ("jail") or not
+    `command(mode, tmp, site)` gives the command line to run, told whether it is jailed ("jail") or not
     ("rlimits": `--sandbox rlimits`, no namespaces, as `nobody` when root, in a private temporary
-    directory `tmp`) and where its private /tmp is.
+    directory `tmp`), where its private /tmp is, and the directory of its allowed packages.
     """
 
     def __init__(self, policy: JailPolicy, limits: Limits, command, pass_fds: tuple[int, ...], name: str,
@@ -340,12 +340,18 @@ class Jail:
         self._tempdir = None
         if not jailed:
             self._tempdir = tempfile.mkdtemp(prefix="moecoder-rlimits-")
+            tmp, site = os.path.join(self._tempdir, "tmp"), os.path.join(self._tempdir, "site")
+            os.chmod(self._tempdir, 0o755)
+            os.mkdir(tmp, 0o700)
+            os.mkdir(site, 0o755)
+            for name, path in package_paths(policy.packages).items():  # the allow-list, as in the jail
+                os.symlink(path, os.path.join(site, name))
             if root_harness():
-                os.chown(self._tempdir, NOBODY, NOBODY)
+                os.chown(tmp, NOBODY, NOBODY)
             # Not root: no uid to drop to, but no new privileges either (setuid programs give none).
             drop = _drop_privileges() if root_harness() else [SETPRIV, "--no-new-privs"]
-            argv = [*drop, *command("rlimits", self._tempdir)]
-            self._start(argv, pass_fds, cwd=self._tempdir)
+            argv = [*drop, *command("rlimits", tmp, site)]
+            self._start(argv, pass_fds, cwd=tmp)
             return
         filter_fd = None
         if policy.seccomp:
@@ -353,7 +359,7 @@ class Jail:
             os.write(filter_fd, seccomp.filter_bytes())
             os.lseek(filter_fd, 0, os.SEEK_SET)
         try:
-            argv = jail_command(policy, limits, filter_fd, command("jail", "/tmp"))
+            argv = jail_command(policy, limits, filter_fd, command("jail", "/tmp", SITE))
             self._start(argv, (*pass_fds, *([filter_fd] if filter_fd is not None else [])), cwd="/")
         finally:
             if filter_fd is not None:

@@ -92,9 +92,9 @@ class Sandbox:
         self.limits = limits
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
-        def command(mode: str, tmp: str) -> list[str]:
+        def command(mode: str, tmp: str, site: str) -> list[str]:
             return [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", ZYGOTE_SOURCE, str(theirs.fileno()),
-                    mode, tmp]
+                    mode, tmp, str(limits.memory_bytes), site]
 
         try:
             self.jail = Jail(policy, limits, command, (theirs.fileno(),), name, jailed=namespaced)

@@ -21,6 +21,9 @@ reaching the harness:
   memory) and libc then falls back to ``clone``, whose flags it can.
 - ``ioctl`` ``TIOCSTI``/``TIOCLINUX`` (``EPERM``): typing into a terminal the
   jail might share with the harness (CVE-2017-5226).
+- ``prlimit64``, ``setpriority``, ``ioprio_set`` and ``sched_set*`` on any
+  process but the caller (``EPERM``): the same uid may lower another process's
+  limits, priority or CPUs, and later programs would inherit the zygote's.
 - every system call number newer than the newest this libseccomp knows
   (``ENOSYS``, as if the kernel were older): a syscall added after the library
   (e.g. ``open_tree_attr``, Linux 6.15, with libseccomp 2.5.4) cannot slip past
@@ -85,6 +88,16 @@ CLONE_NAMESPACE_FLAGS: dict[str, int] = {
 
 TTY_INJECTION_IOCTLS: dict[str, int] = {"TIOCSTI": 0x5412, "TIOCLINUX": 0x541C}
 
+# Calls that change another process's limits, priority, scheduling or CPUs, which the same uid is
+# enough for: a program could lower its zygote's RLIMIT_AS or nice value, and every later program of
+# the jail would inherit them. Allowed on the caller itself only. name -> {argument: the only value
+# allowed}: the pid (0: the caller), and for setpriority/ioprio_set which kind of target it names
+# (PRIO_PROCESS 0, IOPRIO_WHO_PROCESS 1: a process, not a group or a user).
+SELF_ONLY: dict[str, dict[int, int]] = {
+    "prlimit64": {0: 0}, "sched_setscheduler": {0: 0}, "sched_setparam": {0: 0}, "sched_setattr": {0: 0},
+    "sched_setaffinity": {0: 0}, "setpriority": {0: 0, 1: 0}, "ioprio_set": {0: 1, 1: 0},
+}
+
 # Linux numbers system calls below this on every architecture it supports
 # (x86-64's x32 range starts at 512 but needs the x32 bit, which kills here).
 _SYSCALL_NUMBER_LIMIT = 1024
@@ -124,6 +137,10 @@ def _rules(sf: seccomp.SyscallFilter, refusal: int) -> None:
     flags = _clone_flags_argument()
     for flag in CLONE_NAMESPACE_FLAGS.values():
         sf.add_rule(deny, "clone", seccomp.Arg(flags, seccomp.MASKED_EQ, flag, flag))
+    for name, allowed in SELF_ONLY.items():
+        if syscall_number(name) is not None:
+            for argument, value in allowed.items():
+                sf.add_rule(deny, name, seccomp.Arg(argument, seccomp.NE, value))
     if syscall_number("clone3") is not None:
         sf.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     # The kernel reads the request as an unsigned int: compare the low 32 bits.

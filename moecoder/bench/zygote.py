@@ -1,6 +1,7 @@
 """The jail side of the harness: a warm "zygote" that forks one fresh child per program.
 
-Run inside the jail as `python -I -S -c SOURCE CONTROL_FD` where SOURCE is plain.py followed by
+Run inside the jail as `python -I -S -c SOURCE CONTROL_FD MODE TMP MEMORY_BYTES SITE` (MODE "jail" or
+"rlimits", TMP its private /tmp, SITE the directory of the allowed packages) where SOURCE is plain.py followed by
 this file (both standard library only; the jail cannot import moecoder). Start-up is paid once
 per jail; each program then costs one fork.
 
@@ -43,7 +44,6 @@ import warnings
 # out: its at-fork hook reseeds it in every child. Everything loaded here makes every fork dearer.
 import bisect, cmath, collections, heapq, itertools, operator, re, string, typing  # noqa: E401,F401
 
-SITE = "/opt/moecoder/site"
 PROCESS_COUNT_INTERVAL = 0.05  # seconds between process counts while a job runs (fork storms)
 MIN_WAIT = 0.0005
 CLEAN_SECONDS = 2.0  # longer than this to empty /tmp: give up, the judge replaces the jail
@@ -265,6 +265,13 @@ def _kill_the_rest():
     return False
 
 
+def _inherited():
+    """What every program inherits from the zygote and a program could try to change in it (its limits,
+    priority, scheduling, CPUs); seccomp refuses that in the jail, and a change replaces the jail."""
+    limits = [resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")]
+    return limits, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getaffinity(0)
+
+
 def _tmp_is_clean():
     try:
         return (os.listdir(TMP) == ["work"] and not os.listdir(WORKDIR)
@@ -356,7 +363,7 @@ class Job:
         alone = _kill_the_rest()
         cpu = self.usage.ru_utime + self.usage.ru_stime
         return {"compiled": True, "status": self.status, "why": self.why, "cpu_seconds": cpu,
-                "clean": _fresh_tmp() and alone}
+                "clean": _fresh_tmp() and alone and _inherited() == INHERITED}
 
     def _watch(self, pid):
         """Until the judge says "end": stop the child at its CPU limit or a fork storm, reap it when it exits."""
@@ -424,11 +431,14 @@ def _harden():
 
 
 def main():
-    global NAMESPACED, TMP, WORKDIR, TMP_MODE, CHILD_EXITED, CHILD_EXITED_WRITER
+    global NAMESPACED, TMP, WORKDIR, TMP_MODE, CHILD_EXITED, CHILD_EXITED_WRITER, INHERITED
     control = socket.socket(fileno=int(sys.argv[1]))
     NAMESPACED, TMP = sys.argv[2] == "jail", sys.argv[3]
+    # Compiling a program happens here, before the fork: it counts against the program's memory limit.
+    memory = int(sys.argv[4])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     WORKDIR = os.path.join(TMP, "work")
-    sys.path.append(SITE)
+    sys.path.append(sys.argv[5])  # the allowed packages: /opt/moecoder/site in the jail
     sys.set_int_max_str_digits(0)
     _harden()
     TMP_MODE = stat.S_IMODE(os.stat(TMP).st_mode)
@@ -439,6 +449,7 @@ def main():
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ok = _fresh_tmp()
+    INHERITED = _inherited()
     gc.collect()
     gc.freeze()  # forks then leave the warm heap alone: no collector pass copies its pages
     _send(control, {"ready": ok})

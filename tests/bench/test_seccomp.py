@@ -88,7 +88,7 @@ def attempt(kind, number, args):
         page.write(I386_GETPID)
         address = ctypes.addressof(ctypes.c_char.from_buffer(page))
         return "ok:%d" % ctypes.CFUNCTYPE(ctypes.c_int)(address)()
-    args = [os.getpid() if a == "pid" else a for a in args]
+    args = [{"pid": os.getpid(), "ppid": os.getppid()}.get(a, a) if isinstance(a, str) else a for a in args]
     result = libc.syscall(ctypes.c_long(number), *map(ctypes.c_long, args))
     if result == -1:
         return "errno:%d" % ctypes.get_errno()
@@ -142,6 +142,12 @@ process.start()
 assert ours.recv() == 45
 process.join()
 assert process.exitcode == 0
+# on itself, the calls that are refused on another process
+import resource
+resource.setrlimit(resource.RLIMIT_CORE, resource.getrlimit(resource.RLIMIT_CORE))
+resource.prlimit(0, resource.RLIMIT_NOFILE, resource.prlimit(0, resource.RLIMIT_NOFILE))
+os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 1)
+os.sched_setaffinity(0, os.sched_getaffinity(0))
 print("ordinary programs ran")
 """
 
@@ -156,6 +162,19 @@ def calls() -> dict[str, list]:
         args[CLONE_FLAGS_ARG] = flag | signal.SIGCHLD
         probes[f"clone({name})"] = ["clone", clone, args]
     probes["clone3"] = ["syscall", seccomp.syscall_number("clone3"), [0, 0]]
+    # Another process (the prober's parent, same uid): each target argument the rules check.
+    for label, name, args in (
+            ("prlimit64(parent, RLIMIT_CORE, get)", "prlimit64", ["ppid", 4, 0, 0]),
+            ("sched_setscheduler(parent)", "sched_setscheduler", ["ppid", 0, 0]),
+            ("sched_setparam(parent)", "sched_setparam", ["ppid", 0]),
+            ("sched_setattr(parent)", "sched_setattr", ["ppid", 0, 0]),
+            ("sched_setaffinity(parent)", "sched_setaffinity", ["ppid", 0, 0]),
+            ("setpriority(PRIO_PROCESS, parent)", "setpriority", [0, "ppid", 0]),
+            ("setpriority(PRIO_PGRP, own group)", "setpriority", [1, 0, 0]),
+            ("ioprio_set(IOPRIO_WHO_PROCESS, parent)", "ioprio_set", [1, "ppid", 0]),
+            ("ioprio_set(IOPRIO_WHO_PGRP, own group)", "ioprio_set", [2, 0, 0])):
+        if seccomp.syscall_number(name) is not None:
+            probes[label] = ["syscall", seccomp.syscall_number(name), args]
     ioctl = seccomp.syscall_number("ioctl")
     for name, request in seccomp.TTY_INJECTION_IOCTLS.items():
         probes[f"ioctl({name})"] = ["syscall", ioctl, [-1, request, 0]]
