@@ -330,10 +330,8 @@ LOWERING = ("hole: a program lowers its zygote's rlimits (prlimit), nice value a
             "program of that worker inherits them (an honest program needing 200 MiB fails with MemoryError)")
 
 
-# In the jail under a harness that is not root the kernel refuses these calls on the zygote (EPERM, seen
-# as nobody; /proc/1/status reads the same there), so the mark is for a root harness only.
-@pytest.mark.parametrize("sandbox", [pytest.param("jail", marks=pytest.mark.xfail(ROOT, strict=True, reason=LOWERING)),
-                                     pytest.param("rlimits", marks=pytest.mark.xfail(strict=True, reason=LOWERING))])
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.xfail(strict=True, reason=LOWERING)
 def test_a_program_cannot_lower_the_limits_of_later_programs(sandbox):
     with executor_for(**SANDBOXES[sandbox]) as pool:
         observe(pool, LOWER_THE_ZYGOTE)  # refused, or what it changed does not reach later programs:
@@ -372,7 +370,7 @@ def test_a_wrong_sample_before_a_calibration_leaves_the_run_going(tmp_path, monk
     assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
 
 
-@pytest.mark.xfail(ROOT, strict=True, reason="hole (root harness): one sample lowers its zygote's RLIMIT_AS; the reference of a task "
+@pytest.mark.xfail(strict=True, reason="hole: one sample lowers its zygote's RLIMIT_AS; the reference of a task "
                                        "calibrated later on that worker fails (MemoryError importing hashlib) and "
                                        "evaluate_samples aborts the whole run with UserError")
 def test_one_sample_cannot_stop_a_whole_run(tmp_path, monkeypatch):
