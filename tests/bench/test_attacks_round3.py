@@ -4,15 +4,23 @@ Since 0d608de the zygote is the jail's init: it reaps the job's child and its or
 (SIGCHLD through a wakeup pipe), ignores SIGINT, and without a jail (`--sandbox rlimits`) it is a
 subreaper that kills a job's escaped sessions after the job. The attacks below aim at those:
 
-- holes (strict xfail unless said): under `--sandbox rlimits` without cgroups (every harness that is
-  not root), a program kills its own zygote (same uid) and a process in a session of its own then
-  outlives the job, the worker and the run, as the round-2 "new session" survivor did before the
-  subreaper; an honest program that leaves short-lived orphans quickly (a shell's `cmd &` in a loop,
-  never more than two alive) fails with EAGAIN on a busy machine, because the zygote's zombies fill
-  the pids limit before it is scheduled to reap them (load-dependent: not strict);
-- held: a SIGCHLD storm against the zygote, thousands of orphans with odd exit statuses beside a
-  child that exits or passes (its status is never lost or mixed up), a program that makes itself a
-  subreaper (and a subreaper in the middle of a double fork) or clears its parent-death signal.
+- holes still open (strict xfail unless said; the three are stated in the README since cc2d735):
+  under `--sandbox rlimits` without cgroups (every harness that is not root) a program kills its own
+  zygote (same uid) and a process in a session of its own then outlives the job, the worker and the
+  run; under `--sandbox rlimits` RLIMIT_NPROC counts every process of the program's uid on the host, so
+  an honest program's single fork fails when 20 such processes exist elsewhere; in the jail an honest
+  program that leaves short-lived orphans quickly (a shell's `cmd &` in a loop, never more than two
+  alive) can fail with EAGAIN on a busy machine, because the orphans' zombies fill the pids limit before
+  the zygote is scheduled to reap them (load-dependent: not strict);
+- holes fixed in 655fabb (strict xfails until then, now plain tests): a program lowered its zygote's
+  rlimits, nice value and scheduling class (prlimit, setpriority, sched_setscheduler need only the same
+  uid) and every later program of the worker inherited them, up to one sample making a later
+  calibration fail and `evaluate_samples` abort the whole run; the zygote compiled programs in its own
+  unlimited address space (1.2 MB of source: ~725 MiB); under rlimits numpy was not importable;
+- held: a SIGCHLD storm against the zygote, hundreds of orphans with odd exit statuses beside a child
+  that exits, kills itself or passes (its status is never lost or mixed up), a program that makes itself
+  a subreaper (and a subreaper in the middle of a double fork) or clears its parent-death signal, a
+  big compilation with cgroups.
 
 Limits are attack_helpers.LIMITS (1 CPU-s, 4 s wall, 512 MiB, 16 processes); a process an attack
 leaves behind ends itself within seconds, and the test kills it first.
@@ -101,7 +109,8 @@ def test_the_rlimits_subreaper_kills_a_new_session_it_outlives(drop_box):
         assert run(pool, RIGHT)["outcome"] == "passed"
 
 
-@pytest.mark.xfail(strict=True, reason="hole: under --sandbox rlimits without cgroups a program SIGKILLs its own "
+@pytest.mark.xfail(strict=True, reason="hole (stated in the README): under --sandbox rlimits without cgroups a "
+                                       "program SIGKILLs its own "
                                        "zygote (same uid); its new-session grandchild re-parents to the host's "
                                        "init and outlives the job, the worker and the executor")
 def test_killing_the_zygote_frees_no_process_under_rlimits(drop_box):
@@ -326,12 +335,14 @@ def test_a_program_with_memory_needs_passes_in_a_fresh_worker(sandbox):
         assert run(pool, NEEDS_MEMORY)["outcome"] == "passed"
 
 
-LOWERING = ("hole: a program lowers its zygote's rlimits (prlimit), nice value and scheduling class; every later "
+LOWERING = ("a program lowers its zygote's rlimits (prlimit), nice value and scheduling class; every later "
             "program of that worker inherits them (an honest program needing 200 MiB fails with MemoryError)")
 
 
+# Was a hole (LOWERING; strict xfail from 842962b, in the jail and under rlimits, as root and as nobody),
+# fixed in 655fabb: seccomp refuses these calls on any process but the caller, and the zygote replaces
+# a jail whose inherited limits or scheduling changed.
 @pytest.mark.parametrize("sandbox", SANDBOXES)
-@pytest.mark.xfail(strict=True, reason=LOWERING)
 def test_a_program_cannot_lower_the_limits_of_later_programs(sandbox):
     with executor_for(**SANDBOXES[sandbox]) as pool:
         observe(pool, LOWER_THE_ZYGOTE)  # refused, or what it changed does not reach later programs:
@@ -370,9 +381,9 @@ def test_a_wrong_sample_before_a_calibration_leaves_the_run_going(tmp_path, monk
     assert results == {"HumanEval/0": "failed: AssertionError", "HumanEval/162": "timed out"}
 
 
-@pytest.mark.xfail(strict=True, reason="hole: one sample lowers its zygote's RLIMIT_AS; the reference of a task "
-                                       "calibrated later on that worker fails (MemoryError importing hashlib) and "
-                                       "evaluate_samples aborts the whole run with UserError")
+# Was a hole (strict xfail from 26bfa16): one sample lowered its zygote's RLIMIT_AS; the reference of a
+# task calibrated later on that worker failed (MemoryError importing hashlib) and evaluate_samples aborted
+# the whole run with UserError. Fixed in 655fabb (see above).
 def test_one_sample_cannot_stop_a_whole_run(tmp_path, monkeypatch):
     results = _evaluate_humaneval([{"task_id": "HumanEval/0", "solution": NO_ROOM_LEFT}, SPIN_162], tmp_path,
                                   monkeypatch)
@@ -402,9 +413,9 @@ def test_a_program_cannot_allocate_what_its_compilation_takes():
         assert run(pool, "block = bytearray(600 << 20)\n" + RIGHT)["reason"] == "MemoryError"
 
 
-@pytest.mark.xfail(strict=True, reason="hole: without cgroups the zygote compiles the sample in its own, unlimited "
-                                       "process: a 1.2 MB source takes ~700 MiB there, above the job's 512 MiB "
-                                       "limit (22 MB: 5.9 GiB and 45 CPU-s)")
+# Was a hole (strict xfail from 792051c): without cgroups the zygote compiled the sample in its own,
+# unlimited process: a 1.2 MB source took ~725 MiB there, above the job's 512 MiB limit (a 22 MB one:
+# 5.9 GiB and 45 CPU-s). Fixed in 655fabb: the zygote's RLIMIT_AS is the job's memory limit.
 def test_compiling_a_sample_stays_within_its_memory_limit():
     with executor_for(policy=NO_CGROUPS) as pool:
         run(pool, BIG_SOURCE)
@@ -430,9 +441,9 @@ def test_a_numpy_program_passes_in_the_jail():
         assert run(pool, USES_NUMPY)["outcome"] == "passed"
 
 
-@pytest.mark.xfail(strict=True, reason="hole (verdict by sandbox): under --sandbox rlimits the allowed packages are "
-                                       "never importable (the zygote looks for them only under the jail's "
-                                       "/opt/moecoder/site), so a correct program that imports numpy fails")
+# Was a hole (strict xfail from 84fe4a1): under --sandbox rlimits the allowed packages were never
+# importable (the zygote looked only under the jail's /opt/moecoder/site), so a correct numpy program
+# failed. Fixed in 655fabb.
 def test_a_numpy_program_passes_under_rlimits():
     with executor_for(sandbox="rlimits") as pool:
         verdict = run(pool, USES_NUMPY)
