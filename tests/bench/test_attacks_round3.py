@@ -423,6 +423,18 @@ def test_compiling_a_sample_stays_within_its_memory_limit():
     assert peak < LIMITS.memory_bytes, f"the zygote peaked at {peak >> 20} MiB"
 
 
+def test_a_compilation_just_under_the_limit_leaves_later_programs_their_memory():
+    """Since the zygote's address space is the job's limit, a program that compiles to just under it must
+    not leave the zygote's heap grown: every later program is forked from it with the same limit. A later
+    program needing 300 MiB passes before and after (the compiler's memory goes back to the system)."""
+    needs_300 = "def f(x):\n    block = bytearray(300 << 20)\n    return 2 * x + block[-1]\n"
+    with executor_for(policy=NO_CGROUPS) as pool:
+        assert run(pool, needs_300)["outcome"] == "passed"
+        assert run(pool, "x = [" + "a," * 400_000 + "]\n" + RIGHT)["reason"] == "NameError"  # it compiled
+        assert observe(pool, ZYGOTE_PEAK) > 256 << 20  # and took memory to do so
+        assert run(pool, needs_300)["outcome"] == "passed"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need a root harness")
 def test_with_cgroups_a_big_compilation_costs_only_its_own_jail():
     with executor_for() as pool:
