@@ -116,7 +116,10 @@ class Sandbox:
         """The zygote's next JSON line; SandboxLost if it ends or misses `deadline`."""
         while b"\n" not in self._buffer:
             ready, _, _ = select.select([self.control], [], [], max(0.0, deadline - time.monotonic()))
-            data = self.control.recv(1 << 16) if ready else None
+            try:
+                data = self.control.recv(1 << 16) if ready else None
+            except ConnectionResetError:  # the zygote died with our message unread
+                data = b""
             if not data:
                 raise SandboxLost(f"the jail stopped answering: {self.jail.stderr_tail()}" if data is None
                                   else f"the jail exited: {self.jail.stderr_tail()}")

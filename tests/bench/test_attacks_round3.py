@@ -11,7 +11,7 @@ subreaper that kills a job's escaped sessions after the job. The attacks below a
   an honest program's single fork fails when 20 such processes exist elsewhere; in the jail an honest
   program that leaves short-lived orphans quickly (a shell's `cmd &` in a loop, never more than two
   alive) can fail with EAGAIN on a busy machine, because the orphans' zombies fill the pids limit before
-  the zygote is scheduled to reap them (load-dependent: not strict);
+  the zygote is scheduled to reap them (load-dependent: stated in the README, no test);
 - holes fixed in 655fabb (strict xfails until then, now plain tests): a program lowered its zygote's
   rlimits, nice value and scheduling class (prlimit, setpriority, sched_setscheduler need only the same
   uid) and every later program of the worker inherited them, up to one sample making a later
@@ -278,14 +278,10 @@ def test_helpers_waited_for_by_their_parent_pass():
                 == "passed"
 
 
-@pytest.mark.xfail(strict=False, reason="hole (load-dependent): orphans that end quickly stay zombies until the "
-                                        "zygote is scheduled to reap them; on a busy machine they fill the pids "
-                                        "limit and an honest program's fork fails with EAGAIN (1 run in 3 here)")
-def test_quick_orphans_do_not_count_against_a_program():
-    limits = replace(LIMITS, cpu_seconds=3.0, wall_seconds=8.0)
-    with executor_for(limits=limits) as pool:
-        verdicts = [run(pool, FAST_ORPHANS.replace("END_MIDDLE", "os._exit(0)"), limits=limits) for _ in range(3)]
-    assert [(v["outcome"], v["reason"]) for v in verdicts] == [("passed", None)] * 3
+# The load-dependent hole (short-lived orphans' zombies filling the pids limit before the zygote reaps
+# them: 1 run in 3 here, 2 in 3 with two busy loops) has no test: a test that may pass or fail either
+# way checks nothing. It was measured by running the control above with `END_MIDDLE` as `os._exit(0)`;
+# the README states it.
 
 
 # ------------------------------------------- the zygote's own limits and scheduling (prlimit)

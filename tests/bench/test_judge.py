@@ -105,3 +105,23 @@ def test_tests_reference_only_names_the_dataset_declares():
     mbpp = {task.task_id: task for task in load_benchmark("mbpp", str(shared_file(MBPP))).tasks}
     assert [t for t, task in mbpp.items() if task.tests.setup_in_program] == ["367"]
     assert all(task.entry_point in task.tests.names for task in mbpp.values())
+
+
+def test_a_zygote_that_dies_with_a_message_unread_is_a_lost_sandbox():
+    # A zygote killed (under --sandbox rlimits a program can) with the judge's message unread resets
+    # the socket: the judge must see a lost sandbox, not die of ConnectionResetError.
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from moecoder.bench.judge import Sandbox, SandboxLost
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.sendall(b'{"program": "unread"}\n')
+    theirs.close()
+    sandbox = object.__new__(Sandbox)
+    sandbox.control, sandbox._buffer = ours, bytearray()
+    sandbox.jail = SimpleNamespace(stderr_tail=lambda: "")
+    with pytest.raises(SandboxLost, match="exited"):
+        sandbox.receive(time.monotonic() + 1.0)
+    ours.close()
