@@ -51,6 +51,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 CHILD_DEFAULT_SIGNALS = tuple(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE))
 FRAME = struct.Struct("<I")
+RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 
 # Frame kinds. Judge -> child: CALL, BATCH, SETUP. Child -> judge: RAN (the program ran),
 # RESULT, RAISED (exception type name and message), NOT_PLAIN (type name of a value that may not cross).
@@ -268,7 +269,7 @@ def _kill_the_rest():
 def _inherited():
     """What every program inherits from the zygote and a program could try to change in it (its limits,
     priority, scheduling, CPUs); seccomp refuses that in the jail, and a change replaces the jail."""
-    limits = [resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")]
+    limits = [resource.getrlimit(kind) for kind in RLIMITS]
     return limits, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getaffinity(0)
 
 
