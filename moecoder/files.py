@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success rename it over `path`, on failure remove it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the mode open() would give it
     os.close(fd)
     try:
         yield tmp
@@ -34,6 +35,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -74,9 +81,17 @@ def utf8_lines(path: Path, what: str) -> list[str]:
     return lines
 
 
-def read_jsonl(path: str | os.PathLike, what: str = "file") -> list:
-    """The values of a JSONL file; a missing file, a line that is not UTF-8 or not JSON is a UserError."""
+def existing_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """`path` as a Path; a UserError naming it when it is missing or not a regular file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
+    return path
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "file") -> list:
+    """The values of a JSONL file; a missing file, a line that is not UTF-8 or not JSON is a UserError."""
+    path = existing_file(path, what)
     return [value for _, value in parse_jsonl(utf8_lines(path, what), f"{what} {path}")]

@@ -41,13 +41,15 @@ def evaluate(
     with exit_on_user_error():
         ks = _parse_k(k or DEFAULT_K)
         rows, lines = read_samples(str(samples))
+        target = results or Path(f"{samples}_results.jsonl")
+        if target.is_dir():  # found now, not after the whole run
+            raise UserError(f"--results {target} is a directory, not a file")
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         result_rows, summary = evaluate_samples(
             benchmark, rows, dataset=str(dataset) if dataset else None, k=ks, workers=workers,
             progress=True, strict_k=k is not None, details=details, line_numbers=lines, sandbox=sandbox,
             packages=_packages(allow_package), samples_path=str(samples))
-        target = results or Path(f"{samples}_results.jsonl")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(target, result_rows)
         _print_table(summary, target)

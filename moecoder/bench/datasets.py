@@ -23,7 +23,7 @@ from pathlib import Path
 
 from moecoder.bench import infilling
 from moecoder.errors import UserError
-from moecoder.files import moecoder_home, parse_jsonl
+from moecoder.files import existing_file, moecoder_home, parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,7 @@ def load_benchmark(name: str, path: str | None = None) -> Benchmark:
     source = SOURCES[name]
     if name == infilling.NAME and not path:
         return _derived_infilling()
-    file = Path(path) if path else _cached_or_download(name, source)
-    if not file.is_file():
-        raise UserError(f"dataset file {file} does not exist")
+    file = existing_file(path if path else _cached_or_download(name, source), "dataset file")
     data = file.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest not in source.sha256:

@@ -14,7 +14,6 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 from moecoder.bench import infilling
 from moecoder.bench.datasets import Benchmark, load_benchmark
@@ -23,7 +22,7 @@ from moecoder.bench.jail import DEFAULT_PACKAGES, JailPolicy, Limits
 from moecoder.bench.passk import pass_at_k_summary
 from moecoder.bench.store import Store, program_sha256
 from moecoder.errors import UserError
-from moecoder.files import moecoder_home, parse_jsonl, utf8_lines
+from moecoder.files import existing_file, moecoder_home, parse_jsonl, utf8_lines
 
 OUTCOMES = ("passed", "failed", "timed out", "error")
 JUDGE_VERSION = "judge-2"  # verdicts of the in-process harness before it are not reused
@@ -38,9 +37,7 @@ COMMIT_SECONDS = 0.5  # ...or this often, whichever comes first
 
 def read_samples(path: str) -> tuple[list[dict], list[int]]:
     """Rows of a JSONL samples file and their line numbers (blank lines skipped)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"samples file {file} does not exist")
+    file = existing_file(path, "samples file")
     numbered = list(parse_jsonl(utf8_lines(file, "samples file"), f"samples file {file}"))
     lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     if not rows:
@@ -103,7 +100,9 @@ def evaluate_samples(benchmark: str, samples: list[dict], dataset: str | None = 
     bench = load_benchmark(benchmark, dataset)
     if not samples:
         raise UserError("no samples to evaluate")
-    where = [f"line {n}" for n in line_numbers] if line_numbers else [f"sample {i + 1}" for i in range(len(samples))]
+    file = f"samples file {samples_path}, " if samples_path else ""
+    where = [f"{file}line {n}" for n in line_numbers] if line_numbers else \
+        [f"sample {i + 1}" for i in range(len(samples))]
     programs = [sample_program(bench, row, place) for row, place in zip(samples, where)]
     ks, note = usable_k(tuple(k), Counter(task for task, _ in programs), strict_k)
     keys = [(task, program_sha256(program)) for task, program in programs]

@@ -198,6 +198,17 @@ def test_cli_bad_input_is_one_line_and_no_results(tmp_path, content, message):
     assert not (tmp_path / "samples.jsonl_results.jsonl").exists()
 
 
+def test_cli_directories_where_files_belong_are_named_as_such(tmp_path):
+    samples = write_jsonl(tmp_path / "samples.jsonl", humaneval_references()[:1])
+    for args, message in (
+            (("--samples", str(tmp_path)), f"samples file {tmp_path} is a directory, not a file"),
+            (("--samples", str(samples), "--results", str(tmp_path)), f"--results {tmp_path} is a directory"),
+            (("--samples", str(samples), "--dataset", str(tmp_path)), f"dataset file {tmp_path} is a directory")):
+        done = moecoder("evaluate", "--benchmark", "humaneval", *args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_cli_missing_samples_file(tmp_path):
     done = moecoder("evaluate", "--benchmark", "humaneval", "--samples", str(tmp_path / "none.jsonl"))
     assert done.returncode == 2 and "does not exist" in done.stderr
