@@ -139,7 +139,10 @@ class EvalRun:
 
     def _start_manifest(self, benchmarks: dict) -> dict:
         settings = self.settings
-        previous = manifests.read_json(self.manifest_path)
+        # What binds a folder is the samples in it: a run that made none (a mistyped --model) binds nothing.
+        held = any(samples_path(self.out, name).stat().st_size for name in BENCHMARKS
+                   if samples_path(self.out, name).is_file())
+        previous = manifests.read_json(self.manifest_path) if held else {}
         manifest = {
             **previous,
             "training": manifests.training_logs_of(settings.model),

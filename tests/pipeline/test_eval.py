@@ -114,6 +114,18 @@ def test_eval_refuses_to_mix_sampling_settings(tmp_path, env, tasks):
     assert "different sampling" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_run_that_made_no_sample_does_not_bind_its_folder(tmp_path, env, tasks):
+    # A mistyped model: the run fails before any sample, leaving its manifest behind.
+    command = eval_command("http://127.0.0.1:9/v1", tmp_path / "run", "--temperature", "0.8")
+    command[command.index("openai:stub")] = f"native:{tmp_path / 'no-such-model'}"
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode == 2 and (tmp_path / "run" / "manifest.json").exists(), failed.stderr
+    assert not (tmp_path / "run" / "samples-humaneval.jsonl").exists()
+    with StubOpenAIServer(tasks) as server:
+        done = run_eval(env, server.base_url, tmp_path / "run")  # other settings, same folder
+    assert done.returncode == 0, done.stderr
+
+
 def test_eval_rejects_unknown_benchmark(tmp_path, env):
     done = run_eval(env, "http://127.0.0.1:9/v1", tmp_path / "run", "--benchmark", "nope")
     assert done.returncode == 2 and "unknown benchmark" in done.stderr
