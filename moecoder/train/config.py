@@ -14,6 +14,7 @@ Example TOML (every key optional; `[model]` holds moecoder.model.ModelConfig fie
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -137,8 +138,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **val
         else:
             data[key] = value
     data.update({k: v for k, v in values.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
+    kinds = {f.name: f.type for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - set(kinds))
     if unknown:
         raise UserError(f"unknown training config keys: {', '.join(unknown)}")
+    for key, value in data.items():
+        if not _fits(value, kinds[key]):
+            raise UserError(f"training config {key}={json.dumps(value)}: expected {kinds[key]}")
     return TrainConfig(model=model, **data)
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether `value` (from TOML, JSON or --set) has a type the field's annotation ("int | None"...) allows;
+    a bool is not taken for a number. Annotations not made of those names are not checked here."""
+    names = [name.strip() for name in annotation.split("|")]
+    if not all(name in _TYPES for name in names):
+        return True
+    if isinstance(value, bool):
+        return "bool" in names
+    if isinstance(value, os.PathLike):  # a path given from Python for a path field
+        return "str" in names
+    return any(isinstance(value, _TYPES[name]) for name in names)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from moecoder.errors import UserError
-from moecoder.files import atomic_write
+from moecoder.files import atomic_write, read_jsonl
 
 DEFAULT_EXTENSIONS = (".py",)
 # Directories of the standard library that are not library code (test suites, vendored packages).
@@ -174,8 +174,9 @@ def humaneval_texts(path: str | os.PathLike | None = None) -> list[str]:
 def mbpp_texts(path: str | os.PathLike | None = None) -> list[str]:
     """MBPP problem texts, tests and solutions: a local mbpp.jsonl, else moecoder.bench's downloader."""
     if path is not None:
-        with open(path, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
+        rows = read_jsonl(path, "MBPP file")
+        if not all(isinstance(row, dict) and {"text", "code"} <= row.keys() for row in rows):
+            raise UserError(f"MBPP file {path}: every row needs 'text' and 'code' (is it mbpp.jsonl?)")
         return [row["text"] + "\n" + "\n".join(row.get("test_list", [])) + "\n" + row["code"] for row in rows]
     try:
         from moecoder.bench.datasets import load_benchmark

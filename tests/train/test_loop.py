@@ -125,6 +125,18 @@ def test_cli_rejects_bad_config_and_missing_checkpoint(tmp_path):
     assert result.returncode == 2 and "unknown training config keys: stepz" in result.stderr
     result = run_cli("train", "--out", str(tmp_path / "empty"), "--resume")
     assert result.returncode == 2 and "no checkpoint" in result.stderr
+    # A value of the wrong type, and a missing MBPP file: one line each, before any data is prepared.
+    for override, message in (("lr=abc", 'training config lr="abc": expected float'),
+                              (f"mbpp_path={tmp_path / 'nope.jsonl'}", "nope.jsonl does not exist")):
+        result = run_cli("train", "--out", str(tmp_path / "typed"), "--set", override, "--set", "max_files=20")
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_override_values_must_have_the_fields_type():
+    for override in ("steps=1.5", "decontaminate=1", "fim_rate=true", "mbpp_path=3"):
+        with pytest.raises(UserError, match=override.split("=")[0]):
+            load_config(None, [override])
+    assert load_config(None, ["fim_rate=1", "steps=null", "minutes=2"]).fim_rate == 1  # an int is a float; null where None is
 
 
 def test_config_file_and_overrides(tmp_path):
