@@ -240,6 +240,13 @@ def _children():
         return []
 
 
+def _sigkill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # gone already
+        pass
+
+
 def _kill_the_rest():
     """After the child is reaped: kill and reap until no process but the zygote is left (a process
     forking as fast as it is killed needs several rounds); False if some remain after 5,000 rounds.
@@ -258,10 +265,7 @@ def _kill_the_rest():
             if not children:
                 return True
             for pid in children:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _sigkill(pid)
         time.sleep(0.001)
     return False
 
