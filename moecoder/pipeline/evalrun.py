@@ -140,8 +140,8 @@ class EvalRun:
     def _start_manifest(self, benchmarks: dict) -> dict:
         settings = self.settings
         # What binds a folder is the samples in it: a run that made none (a mistyped --model) binds nothing.
-        held = any(samples_path(self.out, name).stat().st_size for name in BENCHMARKS
-                   if samples_path(self.out, name).is_file())
+        held = any(path.is_file() and path.stat().st_size
+                   for path in (samples_path(self.out, name) for name in BENCHMARKS))
         previous = manifests.read_json(self.manifest_path) if held else {}
         manifest = {
             **previous,
