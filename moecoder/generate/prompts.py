@@ -8,19 +8,11 @@
 
 from __future__ import annotations
 
+from moecoder.text.prompts import HUMANEVAL_INSTRUCTION, humaneval_instruction
+
+__all__ = ["COMPLETION_STOP", "HUMANEVAL_INSTRUCTION", "humaneval_instruction", "truncate_at_stop"]
+
 COMPLETION_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
-
-# DeepSeek-Coder's instruction for HumanEval-style tasks in chat mode (Evaluation/HumanEval, eval_instruct).
-HUMANEVAL_INSTRUCTION = (
-    "Please continue to complete the function. You are not allowed to modify the given code and do the "
-    "completion only. Please return all completed function in a codeblock. Here is the given code to do "
-    "completion:\n```python\n{prompt}\n```"
-)
-
-
-def humaneval_instruction(prompt: str) -> str:
-    """The user message DeepSeek-Coder-Instruct was given for a HumanEval prompt."""
-    return HUMANEVAL_INSTRUCTION.format(prompt=prompt.strip())
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:

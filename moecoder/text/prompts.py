@@ -1,4 +1,5 @@
-"""Prompt builders every caller shares: DeepSeek-Coder's fill-in-the-middle prompt and token healing."""
+"""Prompt builders every caller shares: DeepSeek-Coder's HumanEval instruction and fill-in-the-middle prompt,
+and token healing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ from dataclasses import dataclass
 
 from moecoder.errors import UserError
 from moecoder.text.tokenizer import FIM_BEGIN, FIM_END, FIM_HOLE
+
+# DeepSeek-Coder's instruction for HumanEval-style tasks in chat mode (Evaluation/HumanEval, eval_instruct).
+HUMANEVAL_INSTRUCTION = (
+    "Please continue to complete the function. You are not allowed to modify the given code and do the "
+    "completion only. Please return all completed function in a codeblock. Here is the given code to do "
+    "completion:\n```python\n{prompt}\n```"
+)
+
+
+def humaneval_instruction(prompt: str) -> str:
+    """The user message DeepSeek-Coder-Instruct was given for a HumanEval prompt (a function's signature and
+    docstring); the built-in instruction set asks for some of its functions this way too."""
+    return HUMANEVAL_INSTRUCTION.format(prompt=prompt.strip())
 
 
 def fim_prompt(prefix: str, suffix: str, vocab: dict[str, int]) -> str:

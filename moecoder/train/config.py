@@ -46,6 +46,9 @@ class TrainConfig:
     vocab_size: int = 4096
     pre_tokenizer: str = "gpt2"  # split before BPE merges: "gpt2" or "deepseek-coder" (moecoder.text.pre_tokenizer)
     max_files: int | None = None
+    # what a training document is: whole "files", each "functions" of them on its own
+    # (moecoder.train.corpus.function_documents), or "both"; held-out documents stay whole files
+    documents: str = "files"
     decontaminate: bool = True
     mbpp_path: str | None = None  # local mbpp.jsonl for decontamination; None = moecoder.bench's copy
     heldout_fraction: float = 0.02
@@ -87,6 +90,8 @@ class TrainConfig:
             raise UserError(f"balance={self.balance!r}: expected bias, aux or none")
         if self.clock not in ("wall", "cpu"):
             raise UserError(f"clock={self.clock!r}: expected wall or cpu")
+        if self.documents not in ("files", "functions", "both"):
+            raise UserError(f"documents={self.documents!r}: expected files, functions or both")
         if self.fim_unit not in ("char", "line"):
             raise UserError(f"fim_unit={self.fim_unit!r}: expected char or line")
         if self.pre_tokenizer not in ("gpt2", "deepseek-coder"):

@@ -6,12 +6,14 @@ The pipeline follows DeepSeek-Coder's recipe at small scale: every step is a fun
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import json
 import os
 import re
 import sysconfig
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -236,6 +238,42 @@ def build_corpus(source: str | os.PathLike | None = None, out_dir: str | os.Path
     if out_dir is not None:
         save_corpus(corpus, out_dir)
     return corpus
+
+
+def function_documents(documents: Iterable[Document], max_lines: int = 80) -> list[Document]:
+    """Each function of the documents as a document of its own, shaped like a HumanEval problem.
+
+    Module-level functions and the methods of module-level classes, with their decorators, dedented to column 0
+    and at most `max_lines` long; exact duplicates (the many identical `__repr__`s) are kept once. A file is
+    mostly what surrounds its functions (imports, classes, module docstrings); a model trained for minutes on
+    whole files learns that a body goes on until the file does, while one trained on functions sees each body
+    start after its docstring and end (the end-of-document token) where the function does. Paths are
+    "FILE::NAME" (methods "FILE::CLASS.NAME"). A file that does not parse gives no function.
+    """
+    seen, functions = set(), []
+    for doc in documents:
+        for name, text in _functions(doc.text, max_lines):
+            if text not in seen:
+                seen.add(text)
+                functions.append(Document(f"{doc.path}::{name}", text))
+    return functions
+
+
+def _functions(source: str, max_lines: int) -> Iterable[tuple[str, str]]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return
+    lines = source.splitlines(keepends=True)
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef)
+    nodes = [(node.name, node) for node in tree.body if isinstance(node, kinds)]
+    nodes += [(f"{cls.name}.{node.name}", node) for cls in tree.body if isinstance(cls, ast.ClassDef)
+              for node in cls.body if isinstance(node, kinds)]
+    for name, node in nodes:
+        first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        if node.end_lineno - first < max_lines:
+            text = textwrap.dedent("".join(lines[first - 1:node.end_lineno]))
+            yield name, text if text.endswith("\n") else text + "\n"
 
 
 def save_corpus(corpus: Corpus, out_dir: str | os.PathLike) -> None:

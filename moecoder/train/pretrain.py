@@ -16,8 +16,8 @@ from moecoder.train.corpus import build_corpus
 from moecoder.train.fim import FimEncoder, within_windows
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
-DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "decontaminate", "mbpp_path",
-               "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seq_len", "seed")
+DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "documents", "decontaminate",
+               "mbpp_path", "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seq_len", "seed")
 
 
 @dataclass
@@ -59,7 +59,7 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     log(f"tokenizer: {tokenizer.vocab_size} tokens")
     fim = FimEncoder(tokenizer, cfg.fim_rate, cfg.fim_spm_rate, seed=cfg.seed, max_chars=cfg.fim_max_chars,
                      unit=cfg.fim_unit)
-    examples = (ids for doc in corpus.train for ids in fim.encode(doc.text))
+    examples = (ids for doc in training_documents(corpus.train, cfg.documents) for ids in fim.encode(doc.text))
     if cfg.fim_max_chars:  # pieces meant to fit the context: each FIM example in one training window
         examples = within_windows(examples, cfg.seq_len, lambda ids: ids[1:2] == [tokenizer.fim_begin_id])
     train = write_shards(examples, root / "train", tokenizer.vocab_size)
@@ -70,6 +70,14 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     report = corpus.report.to_dict() | {"train_tokens": train["tokens"], "heldout_tokens": heldout["tokens"]}
     write_json(stamp, {"settings": settings, "report": report})
     return PreparedData(root, tokenizer, report)
+
+
+def training_documents(files: list, documents: str) -> list:
+    """The pre-training documents TrainConfig.documents names, made from the corpus's training files."""
+    from moecoder.train.corpus import function_documents
+
+    return {"files": lambda: files, "functions": lambda: function_documents(files),
+            "both": lambda: files + function_documents(files)}[documents]()
 
 
 def tokenizer_texts(documents: list) -> Iterator[str]:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from moecoder.errors import UserError
 from moecoder.files import parse_jsonl
 from moecoder.text import DEFAULT_SYSTEM_PROMPT, EOT, CoderTokenizer, load_tokenizer
+from moecoder.text.prompts import humaneval_instruction
 from moecoder.train.corpus import Decontaminator, Document, benchmark_texts, build_corpus
 
 SFT_DEFAULTS = {"seq_len": 512, "batch_size": 8, "lr": 5e-4, "warmup_steps": 10, "steps": 200,
@@ -87,7 +88,13 @@ def whole_examples(tokenizer: CoderTokenizer, conversations: list[list[dict]], s
 
 
 def function_examples(document: Document, max_lines: int = 60) -> list[dict]:
-    """Public module-level functions with a docstring: signature+docstring -> instruction, function -> output."""
+    """Public module-level functions with a docstring: signature+docstring -> instruction, function -> output.
+
+    The instruction alternates between two phrasings: "write a function with this signature and docstring", and
+    DeepSeek-Coder's chat-mode HumanEval instruction ("Please continue to complete the function...") around the
+    function's own lines up to its docstring, the form an instruct model is evaluated in. A model tuned for a
+    minute on the first phrasing alone answered the second with a fence and nothing in it, or with a function
+    of another name."""
     try:
         tree = ast.parse(document.text)
     except (SyntaxError, ValueError):
@@ -100,10 +107,10 @@ def function_examples(document: Document, max_lines: int = 60) -> list[dict]:
         docstring = ast.get_docstring(node)
         if not docstring or len(node.body) < 2 or node.end_lineno - node.lineno > max_lines or node.decorator_list:
             continue
-        signature = "\n".join(lines[node.lineno - 1:node.body[0].lineno - 1])
         function = "\n".join(lines[node.lineno - 1:node.end_lineno])
-        instruction = (f"Write a Python function with this signature and docstring.\n```python\n{signature}\n"
-                       f'    """{docstring}"""\n```')
+        head = "\n".join(lines[node.lineno - 1:node.body[0].end_lineno])  # signature and docstring, as written
+        instruction = (humaneval_instruction(head) if len(examples) % 2 else
+                       f"Write a Python function with this signature and docstring.\n```python\n{head}\n```")
         examples.append({"instruction": instruction, "output": f"```python\n{function}\n```", "path": document.path})
     return examples
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from moecoder.errors import UserError
-from moecoder.train.corpus import (Decontaminator, Document, build_corpus, exact_dedup, humaneval_texts,
-                                   is_good_quality, near_dedup, quality_filter, split_heldout)
+from moecoder.train.corpus import (Decontaminator, Document, build_corpus, exact_dedup, function_documents,
+                                   humaneval_texts, is_good_quality, near_dedup, quality_filter, split_heldout)
 
 CODE = "\n".join(f"def function_{i}(a, b):\n    total = a * {i} + b\n    return total - {i}\n" for i in range(40))
 
@@ -79,3 +79,41 @@ def test_heldout_split_is_deterministic_and_disjoint():
 def test_missing_source_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         build_corpus(tmp_path / "nope", decontaminate=False)
+
+
+FUNCTIONS = '''"""A module."""
+import os
+
+
+@cache
+def first(path):
+    """The first line."""
+    return open(path).readline()
+
+
+class Reader:
+    def __repr__(self):
+        return "Reader()"
+
+    def size(self, path):
+        return os.path.getsize(path)
+
+
+class Writer:
+    def __repr__(self):
+        return "Reader()"
+'''
+
+
+def test_function_documents_are_each_function_dedented_once():
+    docs = function_documents([Document("m.py", FUNCTIONS), Document("broken.py", "def f(:\n")])
+    assert [doc.path for doc in docs] == ["m.py::first", "m.py::Reader.__repr__", "m.py::Reader.size"]
+    assert docs[0].text == '@cache\ndef first(path):\n    """The first line."""\n    return open(path).readline()\n'
+    assert docs[2].text == "def size(self, path):\n    return os.path.getsize(path)\n"
+    assert all(compile(doc.text, doc.path, "exec") for doc in docs)
+
+
+def test_function_documents_leave_out_long_functions():
+    long = "def long():\n" + "    x = 1\n" * 80
+    assert function_documents([Document("l.py", long)], max_lines=80) == []
+    assert len(function_documents([Document("l.py", long)], max_lines=81)) == 1

@@ -7,11 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from train_runs import MOECODER, read_log, run_cli, torchrun_train, write_config
 
 from moecoder.errors import UserError
+from moecoder.text import BOS, EOS
 from moecoder.train.config import load_config
 
 
@@ -147,3 +149,23 @@ def test_config_file_and_overrides(tmp_path):
     assert cfg.model["hidden_size"] == 96 and cfg.model["num_hidden_layers"] == 3
     with pytest.raises(UserError, match="balance"):
         load_config(None, ["balance=sometimes"])
+
+
+def test_pretraining_documents_can_be_functions(tiny_config, tmp_path):
+    """documents=functions: every training document is one function of the corpus, ending where it does."""
+    from moecoder.train.pretrain import coerce_config, prepare_data
+
+    fields = tiny_config | {"documents": "functions", "fim_rate": 0.0}
+    data = prepare_data(coerce_config(fields), tmp_path / "functions")
+    manifest = json.loads((data.train_dir / "manifest.json").read_text())
+    shard = manifest["shards"][0]
+    tokens = np.memmap(data.train_dir / f"{shard['name']}.bin", dtype=np.dtype(manifest["dtype"]), mode="r")
+    starts = list(np.load(data.train_dir / f"{shard['name']}.starts.npy")) + [shard["tokens"]]
+    documents = [data.tokenizer.decode(tokens[a:b].tolist()) for a, b in zip(starts, starts[1:])]
+    assert len(documents) > 20 and all(doc.startswith(BOS) and doc.endswith(EOS) for doc in documents)
+    texts = [doc.removeprefix(BOS).removesuffix(EOS) for doc in documents]
+    assert all(text.startswith(("def ", "async def ", "@")) and compile(text, "<function>", "exec") for text in texts)
+    whole = prepare_data(coerce_config(fields | {"documents": "files"}), tmp_path / "files")
+    assert whole.report["train_tokens"] > data.report["train_tokens"]
+    with pytest.raises(UserError, match="documents='classes': expected files, functions or both"):
+        load_config(None, ["documents=classes"])

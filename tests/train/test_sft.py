@@ -4,6 +4,7 @@ import pytest
 
 from moecoder.errors import UserError
 from moecoder.text import EOT, render_chat, train_tokenizer
+from moecoder.text.prompts import humaneval_instruction
 from moecoder.train.corpus import Decontaminator, Document, collect_files, humaneval_texts
 from moecoder.train.sft import corpus_instructions, encode_chat, function_examples, read_sft_jsonl
 
@@ -108,3 +109,11 @@ def test_the_tokenizer_learns_the_instruction_format_from_the_built_in_set(tiny_
 
     with_format = train_tokenizer(list(tokenizer_texts(collect_files(tiny_source))), vocab_size=500)
     assert len(with_format.encode("```")) == 1 and len(tokenizer.encode("```")) > 1
+
+
+def test_function_examples_alternate_two_phrasings_with_the_head_as_written():
+    first, second = function_examples(Document("m.py", MODULE + MODULE.replace("def mean", "def median")))
+    assert first["instruction"].startswith("Write a Python function with this signature and docstring.")
+    assert second["instruction"] == humaneval_instruction('def median(values):\n    """Arithmetic mean of a non-empty list."""')
+    assert second["output"] == ('```python\ndef median(values):\n    """Arithmetic mean of a non-empty list."""\n'
+                                "    total = sum(values)\n    return total / len(values)\n```")
