@@ -46,8 +46,8 @@ class TrainConfig:
     vocab_size: int = 4096
     pre_tokenizer: str = "gpt2"  # split before BPE merges: "gpt2" or "deepseek-coder" (moecoder.text.pre_tokenizer)
     max_files: int | None = None
-    # what a training document is: whole "files", each "functions" of them on its own
-    # (moecoder.train.corpus.function_documents), or "both"; held-out documents stay whole files
+    # what a document is, in training and held out: whole "files", each of their "functions" on its own
+    # (moecoder.train.corpus.function_documents), or "both"
     documents: str = "files"
     decontaminate: bool = True
     mbpp_path: str | None = None  # local mbpp.jsonl for decontamination; None = moecoder.bench's copy
@@ -126,7 +126,8 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), **values) -> TrainConfig:
-    """TrainConfig from a .toml/.json file, then `key=value` overrides (`model.hidden_size=128`), then kwargs."""
+    """TrainConfig from a .toml/.json file, then `key=value` overrides (`model.hidden_size=128`), then kwargs
+    (`model=` a dict of ModelConfig fields that update the model's)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -142,6 +143,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **val
             model[key.removeprefix("model.")] = value
         else:
             data[key] = value
+    model |= values.pop("model", None) or {}
     data.update({k: v for k, v in values.items() if v is not None})
     kinds = {f.name: f.type for f in fields(TrainConfig)}
     unknown = sorted(set(data) - set(kinds))

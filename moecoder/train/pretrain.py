@@ -64,8 +64,8 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
         examples = within_windows(examples, cfg.seq_len, lambda ids: ids[1:2] == [tokenizer.fim_begin_id])
     train = write_shards(examples, root / "train", tokenizer.vocab_size)
     plain = FimEncoder(tokenizer, rate=0.0)
-    heldout = write_shards((ids for doc in corpus.heldout for ids in plain.encode(doc.text)), root / "heldout",
-                           tokenizer.vocab_size)
+    heldout = write_shards((ids for doc in training_documents(corpus.heldout, cfg.documents)
+                            for ids in plain.encode(doc.text)), root / "heldout", tokenizer.vocab_size)
     log(f"shards: {train['tokens']:,} training tokens, {heldout['tokens']:,} held-out tokens")
     report = corpus.report.to_dict() | {"train_tokens": train["tokens"], "heldout_tokens": heldout["tokens"]}
     write_json(stamp, {"settings": settings, "report": report})
@@ -73,7 +73,7 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
 
 
 def training_documents(files: list, documents: str) -> list:
-    """The pre-training documents TrainConfig.documents names, made from the corpus's training files."""
+    """The documents TrainConfig.documents names, made from the corpus's training (or held-out) files."""
     from moecoder.train.corpus import function_documents
 
     return {"files": lambda: files, "functions": lambda: function_documents(files),

@@ -147,25 +147,33 @@ def test_config_file_and_overrides(tmp_path):
     cfg = load_config(path, ["model.num_hidden_layers=3", "balance=aux"], minutes=2.5)
     assert (cfg.steps, cfg.lr, cfg.balance, cfg.minutes) == (7, 0.01, "aux", 2.5)
     assert cfg.model["hidden_size"] == 96 and cfg.model["num_hidden_layers"] == 3
+    cfg = load_config(path, ["model.num_hidden_layers=3"], model={"hidden_size": 64})
+    assert (cfg.model["hidden_size"], cfg.model["num_hidden_layers"], cfg.model["n_routed_experts"]) == (64, 3, 8)
     with pytest.raises(UserError, match="balance"):
         load_config(None, ["balance=sometimes"])
 
 
 def test_pretraining_documents_can_be_functions(tiny_config, tmp_path):
-    """documents=functions: every training document is one function of the corpus, ending where it does."""
+    """documents=functions: every training and held-out document is one function of the corpus, ending where
+    it does."""
     from moecoder.train.pretrain import coerce_config, prepare_data
 
     fields = tiny_config | {"documents": "functions", "fim_rate": 0.0}
     data = prepare_data(coerce_config(fields), tmp_path / "functions")
-    manifest = json.loads((data.train_dir / "manifest.json").read_text())
-    shard = manifest["shards"][0]
-    tokens = np.memmap(data.train_dir / f"{shard['name']}.bin", dtype=np.dtype(manifest["dtype"]), mode="r")
-    starts = list(np.load(data.train_dir / f"{shard['name']}.starts.npy")) + [shard["tokens"]]
-    documents = [data.tokenizer.decode(tokens[a:b].tolist()) for a, b in zip(starts, starts[1:])]
-    assert len(documents) > 20 and all(doc.startswith(BOS) and doc.endswith(EOS) for doc in documents)
-    texts = [doc.removeprefix(BOS).removesuffix(EOS) for doc in documents]
-    assert all(text.startswith(("def ", "async def ", "@")) and compile(text, "<function>", "exec") for text in texts)
+    for shard_dir in (data.train_dir, data.heldout_dir):
+        documents = _shard_documents(shard_dir, data.tokenizer)
+        assert len(documents) > 5 and all(doc.startswith(BOS) and doc.endswith(EOS) for doc in documents)
+        texts = [doc.removeprefix(BOS).removesuffix(EOS) for doc in documents]
+        assert all(text.startswith(("def ", "async def ", "@")) and compile(text, "<f>", "exec") for text in texts)
     whole = prepare_data(coerce_config(fields | {"documents": "files"}), tmp_path / "files")
     assert whole.report["train_tokens"] > data.report["train_tokens"]
     with pytest.raises(UserError, match="documents='classes': expected files, functions or both"):
         load_config(None, ["documents=classes"])
+
+
+def _shard_documents(shard_dir: Path, tokenizer) -> list[str]:
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    shard = manifest["shards"][0]
+    tokens = np.memmap(shard_dir / f"{shard['name']}.bin", dtype=np.dtype(manifest["dtype"]), mode="r")
+    starts = list(np.load(shard_dir / f"{shard['name']}.starts.npy")) + [shard["tokens"]]
+    return [tokenizer.decode(tokens[a:b].tolist()) for a, b in zip(starts, starts[1:])]
