@@ -31,14 +31,17 @@ from moecoder.errors import UserError
 PRETRAIN_SHARE = 0.8
 STAGE_OVERHEAD_SECONDS = 15
 HELDOUT_TOKENS = 16384
-# What a run of minutes trains with (measurements: benchmarks/train.md): a few dozen steps cannot spend twenty
-# warming up. Of the configurations measured over a whole 10-minute-equivalent run, TrainConfig's context (256),
-# batch (8), learning rate (1e-3) and FIM (characters, whole files) gave the base model the most completions that
-# compile and define a body (23%); a 512-token context with line-level FIM on 15% of the files, in pieces placed
-# inside one window, infilled slightly better (2.0% against 0.0%, both below the constant answer) but gave a body
-# to half as many (11%; 16% with the same FIM at 256 tokens), and a lower held-out loss was measured at 256
-# tokens in every side-by-side pair.
-TRAINING = {"warmup_steps": 5}
+# What a run of minutes trains with (measurements: benchmarks/train.md). A few dozen steps cannot spend twenty
+# warming up. Documents are the corpus's functions, each on its own (HumanEval-shaped: a signature, a docstring, a
+# body that ends at the end-of-document token); on whole files no configuration measured gave a body to more than
+# 23% of the base model's completions, on functions 24-48%. The model is the nano MoE at half the width (1.2M
+# active / 2.7M total parameters): in the same CPU time it takes twice the steps and reached a lower held-out loss
+# than the nano MoE. FIM stays at characters, rate 0.5: line-level FIM gave no more bodies, and its infilling
+# answer was most often a lone `"""` line (what starts or ends a docstring), a run of one character.
+QUICKSTART_MODEL = {"hidden_size": 128, "intermediate_size": 352, "moe_intermediate_size": 128, "kv_lora_rank": 32,
+                    "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "v_head_dim": 16}
+TRAINING = {"warmup_steps": 5, "documents": "functions", "model": QUICKSTART_MODEL}
+HELD_OUT = "the functions of held-out standard-library files"  # what the base model's held-out loss is on
 # Greedy decoding of a model trained for minutes loops on one token ("#  #  #", runs of backticks or blank lines):
 # the quickstart forbids repeating an 8-gram of the generated text (recorded in each run's manifest; `moecoder
 # eval` decodes plainly unless --no-repeat-ngram is given, as DeepSeek evaluates).
@@ -216,7 +219,7 @@ class Quickstart:
         from moecoder.report.quickstart import write_quickstart_report
 
         models = {"base": model_numbers(base, heldout_loss=pre.get("heldout_loss"),
-                                        heldout_what="next-token loss on held-out standard-library files"),
+                                        heldout_what=f"next-token loss on {HELD_OUT}"),
                   "instruct": model_numbers(instruct, heldout_loss=sft_summary.get("heldout_loss"),
                                             heldout_what="loss on the responses of held-out instruction examples")}
         models["base"]["infilling"] = infilling_numbers(infill)
@@ -366,7 +369,7 @@ def headline(models: dict, pre: dict) -> dict:
     significant = infill["p_value"] < 0.05
     writes = "the base model writes Python" if base["parse_share"] >= 0.5 else "the base model does not yet write Python"
     learned = (f"Pre-training took the loss from {pre['first_loss']:.2f} (untrained) to "
-               f"{pre.get('heldout_loss', float('nan')):.2f} nats/token on held-out files; {writes}: "
+               f"{pre.get('heldout_loss', float('nan')):.2f} nats/token on {HELD_OUT}; {writes}: "
                f"{100 * base['parse_share']:.0f}% of its HumanEval completions parse and "
                f"{100 * base['implemented_share']:.0f}% give the function a body")
     infill_text = (f"single-line infilling pass@1 {100 * infill['pass@1']['value']:.1f}% against "

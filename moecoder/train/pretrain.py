@@ -183,7 +183,7 @@ def pretrain(cfg: TrainConfig | dict | str | os.PathLike | None, out_dir: str | 
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:
             log(f"held-out perplexity {summary['heldout_ppl']:.2f} (loss {summary['heldout_loss']:.4f}) "
-                f"on {min(len(heldout) * cfg.seq_len, cfg.eval_tokens):,} tokens of held-out files")
+                f"on {min(len(heldout) * cfg.seq_len, cfg.eval_tokens):,} tokens of held-out {cfg.documents}")
     if runtime.distributed:
         torch.distributed.barrier()
     return summary
