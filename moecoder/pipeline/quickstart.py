@@ -41,7 +41,7 @@ HELDOUT_TOKENS = 16384
 QUICKSTART_MODEL = {"hidden_size": 128, "intermediate_size": 352, "moe_intermediate_size": 128, "kv_lora_rank": 32,
                     "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "v_head_dim": 16}
 TRAINING = {"warmup_steps": 5, "documents": "functions", "model": QUICKSTART_MODEL}
-HELD_OUT = "the functions of held-out standard-library files"  # what the base model's held-out loss is on
+HELD_OUT = f"the {TRAINING['documents']} of held-out standard-library files"  # what base held-out loss is on
 # Greedy decoding of a model trained for minutes loops on one token ("#  #  #", runs of backticks or blank lines):
 # the quickstart forbids repeating an 8-gram of the generated text (recorded in each run's manifest; `moecoder
 # eval` decodes plainly unless --no-repeat-ngram is given, as DeepSeek evaluates).

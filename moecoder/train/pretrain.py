@@ -17,7 +17,8 @@ from moecoder.train.fim import FimEncoder, within_windows
 
 # The config fields the prepared data depends on; a data dir prepared with other values is rebuilt.
 DATA_FIELDS = ("source", "tokenizer", "vocab_size", "pre_tokenizer", "max_files", "documents", "decontaminate",
-               "mbpp_path", "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seq_len", "seed")
+               "mbpp_path", "heldout_fraction", "fim_rate", "fim_spm_rate", "fim_unit", "fim_max_chars", "seq_len",
+               "seed")
 
 
 @dataclass
@@ -72,12 +73,17 @@ def prepare_data(cfg: TrainConfig, data_dir: str | os.PathLike, log: Callable[[s
     return PreparedData(root, tokenizer, report)
 
 
+DOCUMENT_KINDS = {"files": "files", "functions": "functions", "both": "files and functions"}  # as logs name them
+
+
 def training_documents(files: list, documents: str) -> list:
     """The documents TrainConfig.documents names, made from the corpus's training (or held-out) files."""
     from moecoder.train.corpus import function_documents
 
-    return {"files": lambda: files, "functions": lambda: function_documents(files),
-            "both": lambda: files + function_documents(files)}[documents]()
+    if documents == "files":
+        return files
+    functions = function_documents(files)
+    return functions if documents == "functions" else files + functions
 
 
 def tokenizer_texts(documents: list) -> Iterator[str]:
@@ -183,7 +189,7 @@ def pretrain(cfg: TrainConfig | dict | str | os.PathLike | None, out_dir: str | 
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if "heldout_ppl" in summary:
             log(f"held-out perplexity {summary['heldout_ppl']:.2f} (loss {summary['heldout_loss']:.4f}) "
-                f"on {min(len(heldout) * cfg.seq_len, cfg.eval_tokens):,} tokens of held-out {cfg.documents}")
+                f"on {min(len(heldout) * cfg.seq_len, cfg.eval_tokens):,} tokens of held-out {DOCUMENT_KINDS[cfg.documents]}")
     if runtime.distributed:
         torch.distributed.barrier()
     return summary

@@ -93,8 +93,8 @@ def function_examples(document: Document, max_lines: int = 60) -> list[dict]:
     The instruction alternates between two phrasings: "write a function with this signature and docstring", and
     DeepSeek-Coder's chat-mode HumanEval instruction ("Please continue to complete the function...") around the
     function's own lines up to its docstring, the form an instruct model is evaluated in. A model tuned for a
-    minute on the first phrasing alone answered the second with a fence and nothing in it, or with a function
-    of another name."""
+    minute on the first phrasing alone answered the second with a function of another name or an empty fenced
+    block; with both it still gives some empty blocks (benchmarks/train.md)."""
     try:
         tree = ast.parse(document.text)
     except (SyntaxError, ValueError):
